@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class DurableConfig(AppConfig):
+    name = "durable"
+    verbose_name = "Durable engine"
+
+    def ready(self) -> None:
+        from durable import registry
+
+        registry.autodiscover()

@@ -1,0 +1,225 @@
+"""Controls on runs, callable from any machine that reaches the database: start, pause, resume,
+cancel, retry, send an event. The browser, the JSON API, the command line and admin actions all
+call these functions. Each is one transaction of compare-and-set UPDATEs plus its event; a control
+that does not apply to the run's status raises InvalidTransition and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from durable import journal, registry
+from durable.dispatch import dispatch
+from durable.errors import IdempotencyConflict, InvalidInput, InvalidTransition, RunNotFound
+from durable.executor import wake
+from durable.models import TERMINAL, Run, Signal, Status, StepStatus
+from durable.payloads import encode_input
+
+
+def get_run(run_id: Any) -> Run:
+    try:
+        pk = int(run_id)
+    except (TypeError, ValueError):
+        raise RunNotFound(run_id) from None
+    try:
+        return Run.objects.get(pk=pk)
+    except Run.DoesNotExist:
+        raise RunNotFound(run_id) from None
+
+
+def _actor(user: Any) -> dict[str, Any]:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return {}
+    return {"by": user.get_username()}
+
+
+def create_run(
+    workflow: str,
+    input: Any = None,
+    *,
+    idempotency_key: str | None = None,
+    user: Any = None,
+    parent_id: int | None = None,
+    parent_seq: int | None = None,
+) -> Run:
+    """Insert a queued run and dispatch it. Must run inside a transaction."""
+    definition = registry.get(workflow)
+    value = {} if input is None else input
+    encode_input(value, "the run input")
+    run = Run.objects.create(
+        workflow=definition.name,
+        workflow_version=definition.version,
+        input=value,
+        idempotency_key=idempotency_key,
+        started_by=user if getattr(user, "is_authenticated", False) else None,
+        parent_id=parent_id,
+        parent_seq=parent_seq,
+        event_seq=1,
+        dispatched_at=journal.now_value(),
+    )
+    data: dict[str, Any] = {"workflow": definition.name, "version": definition.version, **_actor(user)}
+    if parent_id is not None:
+        data["parent"] = parent_id
+    journal.insert_events(run.pk, 1, [("run.created", data)])
+    dispatch(run.pk)
+    return run
+
+
+def start(
+    workflow: str, input: Any = None, *, idempotency_key: str | None = None, user: Any = None
+) -> Run:
+    """Start a run. With an idempotency key, starting twice returns the first run."""
+    if idempotency_key is not None:
+        if not idempotency_key.strip() or len(idempotency_key) > 255:
+            raise InvalidInput("the idempotency key must be 1 to 255 characters")
+        existing = _existing(workflow, input, idempotency_key)
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            return create_run(workflow, input, idempotency_key=idempotency_key, user=user)
+    except IntegrityError:
+        existing = _existing(workflow, input, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing
+
+
+def _existing(workflow: str, input: Any, key: str | None) -> Run | None:
+    run = Run.objects.filter(idempotency_key=key).first()
+    if run is None:
+        return None
+    if run.workflow != workflow or run.input != ({} if input is None else input):
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was already used by run {run.pk} with another workflow or input"
+        )
+    return run
+
+
+def _refuse(run_id: int, action: str, allowed: str) -> InvalidTransition:
+    status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    if status is None:
+        return RunNotFound(run_id)  # type: ignore[return-value]
+    return InvalidTransition(f"cannot {action} run {run_id}: it is {status} ({action} applies to {allowed} runs)")
+
+
+def pause(run_id: Any, *, user: Any = None) -> str:
+    """Pause at the next step boundary. A running run goes to `pausing` until its worker parks it."""
+    run = get_run(run_id)
+    with transaction.atomic():
+        row = journal.update_run(
+            run.pk,
+            set_sql=(
+                "status = CASE WHEN status = 'running' THEN 'pausing' ELSE 'paused' END, "
+                "lease_owner = CASE WHEN status = 'running' THEN lease_owner ELSE '' END"
+            ),
+            where_sql="status IN ('queued', 'running', 'waiting')",
+            new_events=1,
+        )
+        if row is None:
+            raise _refuse(run.pk, "pause", "queued, running or waiting")
+        journal.insert_events(run.pk, row[0], [("run.pause_requested", _actor(user))])
+        return str(row[1])
+
+
+def resume(run_id: Any, *, user: Any = None) -> str:
+    """Resume a paused (or dead-lettered, or stopped-for-attention) run; withdraw a pending pause."""
+    run = get_run(run_id)
+    now, now_params = journal.now_sql()
+    with transaction.atomic():
+        row = journal.update_run(
+            run.pk,
+            set_sql=(
+                "status = CASE WHEN status = 'pausing' THEN 'running' ELSE 'queued' END, "
+                f"stalls = 0, finished_at = NULL, dispatched_at = {now}"
+            ),
+            set_params=now_params,
+            where_sql="status IN ('paused', 'pausing', 'dead', 'attention')",
+            new_events=1,
+        )
+        if row is None:
+            raise _refuse(run.pk, "resume", "paused, pausing, dead or attention")
+        journal.insert_events(run.pk, row[0], [("run.resumed", _actor(user))])
+        if row[1] == Status.QUEUED:
+            dispatch(run.pk)
+        return str(row[1])
+
+
+def cancel(run_id: Any, *, user: Any = None, reason: str = "") -> str:
+    """Cancel now: terminal at commit. The epoch is raised, so an in-flight step's checkpoint is
+    refused and its worker starts no further step. Child runs are cancelled too."""
+    run = get_run(run_id)
+    with transaction.atomic():
+        if not _cancel(run.pk, user, reason):
+            raise _refuse(run.pk, "cancel", "unfinished")
+    return Status.CANCELLED
+
+
+def _cancel(run_id: int, user: Any, reason: str) -> bool:
+    now, now_params = journal.now_sql()
+    terminal, terminal_params = journal.in_list(TERMINAL)
+    row = journal.update_run(
+        run_id,
+        set_sql=(
+            f"status = 'cancelled', finished_at = {now}, lease_owner = '', lease_expires_at = NULL, "
+            "lease_epoch = lease_epoch + 1, wake_at = NULL"
+        ),
+        set_params=now_params,
+        where_sql=f"status NOT IN ({terminal})",
+        where_params=terminal_params,
+        new_events=1,
+    )
+    if row is None:
+        return False
+    data = _actor(user) | ({"reason": reason} if reason else {})
+    journal.insert_events(run_id, row[0], [("run.cancelled", data)])
+    for child_id in Run.objects.filter(parent_id=run_id).exclude(status__in=TERMINAL).values_list("pk", flat=True):
+        _cancel(child_id, user, f"parent run {run_id} cancelled")
+    return True
+
+
+def retry(run_id: Any, *, user: Any = None) -> str:
+    """Re-queue a failed or dead-lettered run. Its failed step runs again with a fresh retry budget;
+    the completed steps before it come back from the journal."""
+    run = get_run(run_id)
+    now, now_params = journal.now_sql()
+    with transaction.atomic():
+        row = journal.update_run(
+            run.pk,
+            set_sql=f"status = 'queued', error = '', output = NULL, finished_at = NULL, stalls = 0, dispatched_at = {now}",
+            set_params=now_params,
+            where_sql="status IN ('failed', 'dead')",
+            new_events=1,
+        )
+        if row is None:
+            raise _refuse(run.pk, "retry", "failed or dead")
+        failed = list(run.steps.filter(status=StepStatus.FAILED).values_list("seq", flat=True))
+        run.steps.filter(status=StepStatus.FAILED).update(status=StepStatus.ERROR, attempts=0)
+        journal.insert_events(run.pk, row[0], [("run.retried", {"steps": failed, **_actor(user)})])
+        dispatch(run.pk)
+    return Status.QUEUED
+
+
+def send_event(run_id: Any, name: str, data: Any = None, *, user: Any = None) -> None:
+    """Deliver an external event. It is kept until a `ctx.wait_event(name)` consumes it; a run
+    waiting for events is queued again at once."""
+    run = get_run(run_id)
+    if not name or len(name) > 200:
+        raise InvalidInput("the event name must be 1 to 200 characters")
+    encode_input(data, "the event data")
+    terminal, terminal_params = journal.in_list(TERMINAL)
+    with transaction.atomic():
+        # The row lock comes first: a worker parking on this event takes the same lock before it
+        # looks for signals, so either it sees this signal or this sees it waiting (no lost wake-up).
+        row = journal.update_run(
+            run.pk, set_sql="id = id", where_sql=f"status NOT IN ({terminal})",
+            where_params=terminal_params, new_events=1,
+        )
+        if row is None:
+            raise _refuse(run.pk, "send an event to", "unfinished")
+        Signal.objects.create(run_id=run.pk, name=name, data=data)
+        journal.insert_events(run.pk, row[0], [("event.received", {"name": name, **_actor(user)})])
+        if row[1] == Status.WAITING:
+            wake(run.pk, reason="event", name=name)

@@ -1,0 +1,189 @@
+"""The few SQL statements every state change is made of, for SQLite and PostgreSQL.
+
+Each public function here runs inside the caller's `transaction.atomic()`. State changes are
+compare-and-set UPDATEs on the run row: the row count (or RETURNING) says whether the change
+happened, and the row lock it takes orders concurrent writers of one run (T14). The checkpoint of a
+step is three statements in one transaction: fenced UPDATE of the run, INSERT of the step, INSERT of
+its event. Raw SQL keeps that path near the cost of the INSERTs themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+RUN = "durable_run"
+STEP = "durable_step"
+EVENT = "durable_event"
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def max_payload() -> int:
+    return int(settings.DURABLE["MAX_PAYLOAD_BYTES"])
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def json_param() -> str:
+    return "%s::jsonb" if is_postgres() else "%s"
+
+
+def now_sql(offset_seconds: float = 0.0) -> tuple[str, list[Any]]:
+    """The database clock (plus an offset) as an SQL expression and its parameters.
+
+    PostgreSQL: the server's statement timestamp. SQLite has no server: the database lives on this
+    machine (never on a network filesystem, T8), so this machine's clock is the database clock.
+    """
+    if is_postgres():
+        return "statement_timestamp() + %s * interval '1 second'", [offset_seconds]
+    value = timezone.now() + timedelta(seconds=offset_seconds)
+    return "%s", [connection.ops.adapt_datetimefield_value(value)]
+
+
+def ts_param(value: datetime | None) -> Any:
+    if value is None:
+        return None
+    return connection.ops.adapt_datetimefield_value(value) if not is_postgres() else value
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """A timestamp read back through a raw cursor (SQLite gives text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.UTC)
+
+
+def update_run(
+    run_id: int,
+    *,
+    set_sql: str,
+    set_params: Sequence[Any] = (),
+    where_sql: str,
+    where_params: Sequence[Any] = (),
+    new_events: int = 0,
+    returning: str = "status",
+) -> tuple[Any, ...] | None:
+    """One compare-and-set on a run. Returns the RETURNING row (event_seq first), or None."""
+    now, now_params = now_sql()
+    sql = (
+        f"UPDATE {RUN} SET {set_sql}, event_seq = event_seq + %s, updated_at = {now} "
+        f"WHERE id = %s AND ({where_sql}) RETURNING event_seq, {returning}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*set_params, new_events, *now_params, run_id, *where_params])
+        return cursor.fetchone()
+
+
+def insert_events(run_id: int, last_seq: int, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Insert events numbered up to `last_seq` (the run's event_seq after the UPDATE that took them)."""
+    if not events:
+        return
+    now, now_params = now_sql()
+    first = last_seq - len(events) + 1
+    row = f"(%s, %s, %s, {json_param()}, {now})"
+    params: list[Any] = []
+    for offset, (kind, data) in enumerate(events):
+        params += [run_id, first + offset, kind, dumps(data), *now_params]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) VALUES "
+            + ", ".join([row] * len(events)),
+            params,
+        )
+    notify(run_id, last_seq)
+
+
+def append_events(run_id: int, events: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    """Append events to a run without changing its state; returns the last seq."""
+    row = update_run(run_id, set_sql="id = id", where_sql="1 = 1", new_events=len(events))
+    if row is None:
+        from durable.errors import RunNotFound
+
+        raise RunNotFound(run_id)
+    insert_events(run_id, row[0], events)
+    return int(row[0])
+
+
+def notify(run_id: int, seq: int) -> None:
+    """Wake live viewers of this run. PostgreSQL delivers the NOTIFY at commit, never before."""
+    if is_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify('durable_events', %s)", [f"{run_id}:{seq}"])
+    from durable import live
+
+    live.poke_on_commit(run_id, seq)
+
+
+def write_step(
+    *,
+    exists: bool,
+    run_id: int,
+    seq: int,
+    name: str,
+    kind: str,
+    status: str,
+    input_json: str | None,
+    output_json: str | None,
+    error: str,
+    attempts: int,
+    epoch: int,
+    worker: str,
+    started_at: datetime,
+    finished_at: datetime | None,
+    wake_at: datetime | None = None,
+) -> None:
+    jp = json_param()
+    values = [
+        status, input_json, output_json, error, attempts, epoch, worker,
+        ts_param(started_at), ts_param(finished_at), ts_param(wake_at),
+    ]
+    with connection.cursor() as cursor:
+        if exists:
+            cursor.execute(
+                f"UPDATE {STEP} SET status = %s, input = {jp}, output = {jp}, error = %s, attempts = %s, "
+                "epoch = %s, worker = %s, started_at = %s, finished_at = %s, wake_at = %s "
+                "WHERE run_id = %s AND seq = %s",
+                [*values, run_id, seq],
+            )
+        else:
+            cursor.execute(
+                f"INSERT INTO {STEP} (status, input, output, error, attempts, epoch, worker, "
+                "started_at, finished_at, wake_at, run_id, seq, name, kind) "
+                f"VALUES (%s, {jp}, {jp}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [*values, run_id, seq, name, kind],
+            )
+
+
+def load_journal(run_id: int) -> dict[int, dict[str, Any]]:
+    from durable.models import Step
+
+    rows = Step.objects.filter(run_id=run_id).values(
+        "seq", "name", "kind", "status", "input", "output", "error", "attempts", "wake_at"
+    )
+    return {row["seq"]: row for row in rows}
+
+
+def in_list(values: Iterable[str]) -> tuple[str, list[str]]:
+    items = list(values)
+    return ", ".join(["%s"] * len(items)), items
+
+
+def now_value() -> datetime:
+    """The database clock as a value, for ORM writes outside the hot path."""
+    if is_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement_timestamp()")
+            return cursor.fetchone()[0]
+    return timezone.now()
