@@ -1,0 +1,186 @@
+"""`python manage.py durable SUBCOMMAND`: run workers, start and control runs from any machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from durable import control, registry
+from durable.errors import DurableError
+from durable.models import Run, Status
+from durable.payloads import parse_json
+from durable.serializers import run_detail, run_summary
+
+CONTROLS = ("pause", "resume", "cancel", "retry")
+
+
+class Command(BaseCommand):
+    help = "Durable engine: workers, runs and controls. `durable SUBCOMMAND --help` for each."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=argparse.ArgumentParser)
+
+        worker = sub.add_parser("worker", help="run a django-q2 cluster plus the sweeper")
+        worker.add_argument("--workers", type=int, help="worker processes (default DURABLE_WORKERS or 2)")
+        worker.add_argument("--no-sweeper", action="store_true", help="do not run the recovery sweeper")
+
+        serve = sub.add_parser("serve", help="web server, worker and sweeper together")
+        serve.add_argument("--host", default="127.0.0.1")
+        serve.add_argument("--port", type=int, default=8000)
+        serve.add_argument("--workers", type=int)
+
+        start = sub.add_parser("start", help="start a run; prints its id")
+        start.add_argument("workflow")
+        start.add_argument("--input", default="{}", help="the run input as JSON")
+        start.add_argument("--idempotency-key")
+
+        runs = sub.add_parser("runs", help="list runs, newest first")
+        runs.add_argument("--status", choices=[s.value for s in Status])
+        runs.add_argument("--workflow")
+        runs.add_argument("--limit", type=int, default=50)
+        runs.add_argument("--json", action="store_true")
+
+        show = sub.add_parser("show", help="a run with its steps and events")
+        show.add_argument("run_id")
+        show.add_argument("--json", action="store_true")
+
+        for name in CONTROLS:
+            ctl = sub.add_parser(name, help=f"{name} a run")
+            ctl.add_argument("run_id")
+
+        send = sub.add_parser("send-event", help="send an event to a run waiting in ctx.wait_event")
+        send.add_argument("run_id")
+        send.add_argument("name")
+        send.add_argument("--data", default="null", help="the event data as JSON")
+
+        sub.add_parser("workflows", help="list registered workflows")
+        sub.add_parser("sweep", help="run one recovery sweep and print what it did")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        subcommand = options["subcommand"]
+        handler: Callable[[dict[str, Any]], None] = getattr(self, "do_" + subcommand.replace("-", "_"))
+        try:
+            handler(options)
+        except DurableError as exc:
+            raise CommandError(str(exc)) from None
+
+    # -- processes ------------------------------------------------------------------------------
+    def do_worker(self, options: dict[str, Any]) -> None:
+        from durable.worker import run_worker
+
+        run_worker(workers=options["workers"], sweeper=not options["no_sweeper"])
+
+    def do_serve(self, options: dict[str, Any]) -> None:
+        """Daphne and a worker as child processes; Ctrl-C stops both."""
+        python = sys.executable
+        manage = os.path.join(settings.BASE_DIR, "manage.py")
+        worker_cmd = [python, manage, "durable", "worker"]
+        if options["workers"]:
+            worker_cmd += ["--workers", str(options["workers"])]
+        web_cmd = [
+            python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
+            "--websocket_timeout", "-1", "config.asgi:application",
+        ]
+        children = [subprocess.Popen(worker_cmd), subprocess.Popen(web_cmd, cwd=settings.BASE_DIR)]
+        self.stdout.write(f"durable is serving on http://{options['host']}:{options['port']}/ (Ctrl-C stops)")
+
+        def stop(signum: int, frame: Any) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            while all(child.poll() is None for child in children):
+                try:
+                    children[0].wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            stop(signal.SIGTERM, None)
+            for child in children:
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+    def do_sweep(self, options: dict[str, Any]) -> None:
+        from durable.recovery import sweep
+
+        self.stdout.write(str(sweep()))
+
+    # -- runs -----------------------------------------------------------------------------------
+    def do_workflows(self, options: dict[str, Any]) -> None:
+        for wf in registry.all_workflows():
+            self.stdout.write(f"{wf.name}  v{wf.version}  {wf.description}")
+
+    def do_start(self, options: dict[str, Any]) -> None:
+        value = parse_json(options["input"], "--input")
+        run = control.start(options["workflow"], value, idempotency_key=options["idempotency_key"])
+        self.stdout.write(str(run.pk))
+
+    def do_runs(self, options: dict[str, Any]) -> None:
+        runs = Run.objects.order_by("-created_at", "-id")
+        if options["status"]:
+            runs = runs.filter(status=options["status"])
+        if options["workflow"]:
+            runs = runs.filter(workflow=options["workflow"])
+        rows = [run_summary(r) for r in runs[: max(1, options["limit"])]]
+        if options["json"]:
+            self.stdout.write(json.dumps(rows, indent=2))
+            return
+        self.stdout.write(f"{'ID':>8}  {'STATUS':<10} {'STEPS':>5}  {'CREATED':<25} WORKFLOW")
+        for r in rows:
+            self.stdout.write(f"{r['id']:>8}  {r['status']:<10} {r['steps']:>5}  {r['created_at']:<25} {r['workflow']}")
+
+    def do_show(self, options: dict[str, Any]) -> None:
+        detail = run_detail(control.get_run(options["run_id"]))
+        if options["json"]:
+            self.stdout.write(json.dumps(detail, indent=2))
+            return
+        w = self.stdout.write
+        w(f"run {detail['id']}  {detail['workflow']} v{detail['version']}  [{detail['status']}]")
+        w(f"  input:    {json.dumps(detail['input'])}")
+        if detail["output"] is not None:
+            w(f"  output:   {json.dumps(detail['output'])}")
+        if detail["error"]:
+            w(f"  error:    {detail['error'].strip().splitlines()[-1]}")
+        w(f"  started:  {detail['started_at']}   finished: {detail['finished_at']}")
+        w(f"  claims: {detail['claims']}  recoveries: {detail['recoveries']}  lease: {detail['lease']['owner'] or '-'}")
+        w("  steps:")
+        for s in detail["steps"]:
+            w(f"    {s['seq']:>4} {s['kind']:<6} {s['name']:<24} {s['status']:<10} x{s['attempts']}  {s['worker']}")
+        w("  events:")
+        for e in detail["events"]:
+            w(f"    {e['seq']:>4} {e['created_at']}  {e['type']:<20} {json.dumps(e['data'])}")
+
+    def _control(self, action: str, options: dict[str, Any]) -> None:
+        status = getattr(control, action)(options["run_id"])
+        self.stdout.write(f"run {options['run_id']}: {status}")
+
+    def do_pause(self, options: dict[str, Any]) -> None:
+        self._control("pause", options)
+
+    def do_resume(self, options: dict[str, Any]) -> None:
+        self._control("resume", options)
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        self._control("cancel", options)
+
+    def do_retry(self, options: dict[str, Any]) -> None:
+        self._control("retry", options)
+
+    def do_send_event(self, options: dict[str, Any]) -> None:
+        data = parse_json(options["data"], "--data")
+        control.send_event(options["run_id"], options["name"], data)
+        self.stdout.write(f"run {options['run_id']}: event {options['name']!r} sent")
