@@ -107,7 +107,8 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
             },
-            "TEST": {"NAME": env("DURABLE_SQLITE_TEST_PATH") or None},
+            # A file, not :memory:, so that worker processes started by the tests share it.
+            "TEST": {"NAME": env("DURABLE_SQLITE_TEST_PATH", str(BASE_DIR / "var" / "test.sqlite3"))},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
