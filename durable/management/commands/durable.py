@@ -63,6 +63,7 @@ class Command(BaseCommand):
         send.add_argument("--data", default="null", help="the event data as JSON")
 
         sub.add_parser("workflows", help="list registered workflows")
+        sub.add_parser("demo-data", help="create the demo users (one per role) and demo runs")
         sub.add_parser("sweep", help="run one recovery sweep and print what it did")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -123,6 +124,18 @@ class Command(BaseCommand):
     def do_workflows(self, options: dict[str, Any]) -> None:
         for wf in registry.all_workflows():
             self.stdout.write(f"{wf.name}  v{wf.version}  {wf.description}")
+
+    def do_demo_data(self, options: dict[str, Any]) -> None:
+        from durable.demo import DEMO_PASSWORD, DEMO_USERS, create_demo_runs, create_demo_users
+
+        create_demo_users()
+        started = create_demo_runs()
+        self.stdout.write("Demo logins (password for each: %s):" % DEMO_PASSWORD)
+        for username, (groups, is_staff, _) in DEMO_USERS.items():
+            role = ", ".join(groups) + (" + Django admin" if is_staff else "")
+            self.stdout.write(f"  {username:<10} {role}")
+        if started:
+            self.stdout.write(f"Demo runs started: {', '.join(map(str, started))}")
 
     def do_start(self, options: dict[str, Any]) -> None:
         value = parse_json(options["input"], "--input")
