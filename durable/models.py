@@ -74,6 +74,7 @@ class Run(models.Model):
             models.Index(fields=["status", "dispatched_at"], name="run_status_dispatch"),
             models.Index(fields=["-created_at", "-id"], name="run_created_desc"),
         ]
+        permissions = [("control_run", "Can start, pause, resume, cancel and retry runs")]
 
     def __str__(self) -> str:
         return f"run {self.pk} {self.workflow} [{self.status}]"
