@@ -103,9 +103,17 @@ class Context:
         name: str | None = None,
         retry: RetryPolicy | None = None,
         kind: str = "step",
+        transactional: bool = False,
+        at_most_once: bool = False,
         **kwargs: Any,
     ) -> T:
-        """Run `fn(*args, **kwargs)` once; its JSON result is checkpointed and replayed afterwards."""
+        """Run `fn(*args, **kwargs)` once; its JSON result is checkpointed and replayed afterwards.
+
+        transactional: `fn` only touches this database; it runs inside the checkpoint transaction, so
+        its effects and its record commit together: exactly once.
+        at_most_once: an intent is recorded before `fn` runs; if the worker dies before the outcome is
+        recorded, the run stops as `outcome_unknown` and a person says whether it happened.
+        """
         seq, step_name = self._next(name or getattr(fn, "__name__", "step"))
         entry = self._recorded(seq, step_name, kind)
         if entry is not None:
@@ -113,17 +121,32 @@ class Context:
                 return entry["output"]
             if entry["status"] == StepStatus.FAILED:
                 raise StepFailed(step_name, seq, entry["error"])
+            if entry["status"] == StepStatus.STARTED:
+                self._stop_outcome_unknown(seq, step_name)
         self._boundary()
-        policy = retry or DEFAULT_RETRY
+        policy = retry or (NO_RETRY if at_most_once else DEFAULT_RETRY)
         attempts = entry["attempts"] if entry else 0
         exists = entry is not None
         input_json = describe_args(args, kwargs)
         while True:
             attempts += 1
             started = timezone.now()
+            if at_most_once:
+                self._checkpoint(seq, step_name, kind, StepStatus.STARTED, input_json, None, "", attempts, started, exists)
+                exists = True
             self._lease.step_started = time.monotonic()
             token = _current_step.set(StepInfo(self.run_id, seq, step_name, attempts))
             try:
+                if transactional:
+                    with transaction.atomic():
+                        self._lock()  # fence first: a zombie's effects roll back with its record
+                        result = fn(*args, **kwargs)
+                        output_json = encode_output(result, f"the result of step {seq} {step_name!r}")
+                        self._checkpoint(
+                            seq, step_name, kind, StepStatus.COMPLETED, input_json, output_json, "",
+                            attempts, started, exists,
+                        )
+                    return result
                 result = fn(*args, **kwargs)
                 output_json = encode_output(result, f"the result of step {seq} {step_name!r}")
             except Exception as exc:
@@ -276,6 +299,12 @@ class Context:
             journal.insert_events(self.run_id, row[0], [(event, {"at_step": self._seq})])
             if redispatch:
                 dispatch(self.run_id)
+        raise Suspend()
+
+    def _stop_outcome_unknown(self, seq: int, name: str) -> None:
+        from durable.executor import stop_for_person
+
+        stop_for_person(self._lease, Status.OUTCOME_UNKNOWN, "step.outcome_unknown", {"seq": seq, "name": name})
         raise Suspend()
 
     def _backoff(self, delay: float) -> None:

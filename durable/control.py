@@ -125,23 +125,30 @@ def pause(run_id: Any, *, user: Any = None) -> str:
 
 
 def resume(run_id: Any, *, user: Any = None) -> str:
-    """Resume a paused (or dead-lettered, or stopped-for-attention) run; withdraw a pending pause."""
+    """Resume a paused or dead-lettered run; withdraw a pending pause. A run stopped because its
+    definition changed continues on the new definition."""
     run = get_run(run_id)
+    if run.status == Status.OUTCOME_UNKNOWN:
+        raise InvalidTransition(
+            f"run {run.pk} is waiting for a person to say whether a step happened: use resolve, not resume"
+        )
+    version = registry.get(run.workflow).version if run.status == Status.DEFINITION_CHANGED else run.workflow_version
     now, now_params = journal.now_sql()
     with transaction.atomic():
         row = journal.update_run(
             run.pk,
             set_sql=(
                 "status = CASE WHEN status = 'pausing' THEN 'running' ELSE 'queued' END, "
-                f"stalls = 0, finished_at = NULL, dispatched_at = {now}"
+                f"stalls = 0, finished_at = NULL, dispatched_at = {now}, workflow_version = %s"
             ),
-            set_params=now_params,
-            where_sql="status IN ('paused', 'pausing', 'dead', 'attention')",
+            set_params=[*now_params, version],
+            where_sql="status IN ('paused', 'pausing', 'dead', 'definition_changed')",
             new_events=1,
         )
         if row is None:
-            raise _refuse(run.pk, "resume", "paused, pausing, dead or attention")
-        journal.insert_events(run.pk, row[0], [("run.resumed", _actor(user))])
+            raise _refuse(run.pk, "resume", "paused, pausing, dead or definition_changed")
+        data = _actor(user) | ({"version": version} if version != run.workflow_version else {})
+        journal.insert_events(run.pk, row[0], [("run.resumed", data)])
         if row[1] == Status.QUEUED:
             dispatch(run.pk)
         return str(row[1])
@@ -198,6 +205,38 @@ def retry(run_id: Any, *, user: Any = None) -> str:
         failed = list(run.steps.filter(status=StepStatus.FAILED).values_list("seq", flat=True))
         run.steps.filter(status=StepStatus.FAILED).update(status=StepStatus.ERROR, attempts=0)
         journal.insert_events(run.pk, row[0], [("run.retried", {"steps": failed, **_actor(user)})])
+        dispatch(run.pk)
+    return Status.QUEUED
+
+
+def resolve(run_id: Any, seq: int, *, happened: bool, output: Any = None, user: Any = None) -> str:
+    """Answer an `outcome_unknown` run: did the cut-off at-most-once step happen? If it did, `output`
+    is recorded as its result and it never runs again; if not, it runs again."""
+    run = get_run(run_id)
+    if happened:
+        encode_input(output, "the step output")
+    now, now_params = journal.now_sql()
+    with transaction.atomic():
+        row = journal.update_run(
+            run.pk,
+            set_sql=f"status = 'queued', dispatched_at = {now}" + (", next_seq = %s" if happened else ""),
+            set_params=[*now_params, *([int(seq) + 1] if happened else [])],
+            where_sql="status = 'outcome_unknown'",
+            new_events=1,
+        )
+        if row is None:
+            raise _refuse(run.pk, "resolve", "outcome_unknown")
+        steps = run.steps.filter(seq=seq, status=StepStatus.STARTED)
+        changed = (
+            steps.update(status=StepStatus.COMPLETED, output=output, finished_at=journal.now_value())
+            if happened
+            else steps.update(status=StepStatus.ERROR, error="cut off before its outcome was recorded; a person said it did not happen")
+        )
+        if changed != 1:
+            raise InvalidTransition(f"run {run.pk} has no step {seq} with an unknown outcome")
+        journal.insert_events(
+            run.pk, row[0], [("step.outcome_resolved", {"seq": int(seq), "happened": happened, **_actor(user)})]
+        )
         dispatch(run.pk)
     return Status.QUEUED
 

@@ -51,6 +51,7 @@ class Lease:
     epoch: int
     worker: str
     workflow: str
+    version: str
     input: Any
     clock_offset: timedelta  # database clock minus this machine's clock
     status: str = Status.RUNNING
@@ -82,15 +83,15 @@ def claim(run_id: int) -> Lease | None:
             set_params=[worker, *exp_params, *now_params],
             where_sql="status = 'queued'",
             new_events=1,
-            returning=f"lease_epoch, workflow, input, {db_clock}",
+            returning=f"lease_epoch, workflow, workflow_version, input, {db_clock}",
         )
         if row is None:
             return None
-        event_seq, epoch, workflow, raw_input, db_now = row
+        event_seq, epoch, workflow, version, raw_input, db_now = row
         journal.insert_events(run_id, event_seq, [("run.claimed", {"worker": worker, "epoch": epoch})])
     offset = (journal.parse_ts(db_now) - timezone.now()) if db_now is not None else timedelta(0)
     raw = json.loads(raw_input) if isinstance(raw_input, str) else raw_input
-    return Lease(run_id, int(epoch), worker, workflow, raw, offset)
+    return Lease(run_id, int(epoch), worker, workflow, version, raw, offset)
 
 
 def drive(run_id: int) -> str:
@@ -117,7 +118,15 @@ def execute(lease: Lease) -> str:
     except UnknownWorkflow as exc:
         finish(lease, Status.FAILED, error=str(exc))
         return "failed"
-    ctx = Context(lease, definition, journal.load_journal(lease.run_id))
+    entries = journal.load_journal(lease.run_id)
+    if definition.version != lease.version:
+        if entries:
+            # Never mix two definitions in one run: a person continues on the new one or cancels.
+            stop_for_person(lease, Status.DEFINITION_CHANGED, "run.definition_changed",
+                            {"recorded": lease.version, "current": definition.version})
+            return "definition changed"
+        adopt_version(lease, definition.version)
+    ctx = Context(lease, definition, entries)
     try:
         output = definition(ctx, lease.input)
         ctx.check_journal_consumed()
@@ -164,6 +173,35 @@ def finish(lease: Lease, status: str, *, output_json: str | None = None, error: 
         journal.insert_events(lease.run_id, event_seq, [(f"run.{status}", {"error": summary} if error else {})])
         if parent_id is not None:
             wake(parent_id, reason="child", child=lease.run_id)
+
+
+def stop_for_person(lease: Lease, status: str, event: str, data: dict[str, Any]) -> None:
+    """Park the run in a status only a person can resolve (fenced; releases the lease)."""
+    where, where_params = lease.fence_sql()
+    with transaction.atomic():
+        row = journal.update_run(
+            lease.run_id,
+            set_sql="status = %s, lease_owner = '', lease_expires_at = NULL",
+            set_params=[status],
+            where_sql=where,
+            where_params=where_params,
+            new_events=1,
+        )
+        if row is None:
+            raise FencedOut(lease.run_id)
+        journal.insert_events(lease.run_id, row[0], [(event, data)])
+
+
+def adopt_version(lease: Lease, version: str) -> None:
+    """A run with no journal yet simply runs on the current definition."""
+    where, where_params = lease.fence_sql()
+    with transaction.atomic():
+        row = journal.update_run(
+            lease.run_id, set_sql="workflow_version = %s", set_params=[version],
+            where_sql=where, where_params=where_params,
+        )
+    if row is None:
+        raise FencedOut(lease.run_id)
 
 
 def wake(run_id: int, *, reason: str, **data: Any) -> bool:

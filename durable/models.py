@@ -19,11 +19,14 @@ class Status(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     DEAD = "dead"  # dead-lettered: crashed its worker MAX_RECOVERIES times without progress
-    ATTENTION = "attention"  # stopped for a person: definition changed, outcome unknown
+    # Stopped for a person:
+    DEFINITION_CHANGED = "definition_changed"  # the workflow's version differs from the run's
+    OUTCOME_UNKNOWN = "outcome_unknown"  # an at-most-once step was cut off: did it happen?
 
 
 TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 ACTIVE = (Status.RUNNING, Status.PAUSING)
+NEEDS_PERSON = (Status.DEFINITION_CHANGED, Status.OUTCOME_UNKNOWN, Status.DEAD)
 
 
 class RunQuerySet(models.QuerySet["Run"]):
@@ -37,7 +40,7 @@ class RunQuerySet(models.QuerySet["Run"]):
 class Run(models.Model):
     workflow = models.CharField(max_length=200, db_index=True)
     workflow_version = models.CharField(max_length=64, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
     input = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
