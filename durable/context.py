@@ -151,13 +151,17 @@ class Context:
                 output_json = encode_output(result, f"the result of step {seq} {step_name!r}")
             except Exception as exc:
                 error = traceback.format_exc()
-                final = attempts >= policy.max_attempts or isinstance(exc, DurableError)
+                # An exception may say it is not worth retrying (`retryable = False`: a bad request,
+                # a missing API key) or when to retry (`retry_after` seconds: a rate limit).
+                retryable = getattr(exc, "retryable", not isinstance(exc, DurableError))
+                final = attempts >= policy.max_attempts or not retryable
                 status = StepStatus.FAILED if final else StepStatus.ERROR
                 self._checkpoint(seq, step_name, kind, status, input_json, None, error, attempts, started, exists)
                 exists = True
                 if final:
                     raise StepFailed(step_name, seq, error) from None
-                self._backoff(policy.delay(attempts))
+                retry_after = getattr(exc, "retry_after", None)
+                self._backoff(float(retry_after) if retry_after is not None else policy.delay(attempts))
                 continue
             finally:
                 _current_step.reset(token)

@@ -63,3 +63,4 @@ def unregister(name: str) -> None:
 
 def autodiscover() -> None:
     autodiscover_modules("workflows")
+    autodiscover_modules("agents")
