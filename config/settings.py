@@ -184,7 +184,8 @@ STORAGES = {
     },
 }
 
-MAILERS = {"default": {"BACKEND": env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")}}
+_DEFAULT_MAIL = "smtp" if PRODUCTION else "console"
+MAILERS = {"default": {"BACKEND": env("EMAIL_BACKEND", f"django.core.mail.backends.{_DEFAULT_MAIL}.EmailBackend")}}
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "durable@localhost")
 
 LOGGING = {
