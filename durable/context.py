@@ -96,6 +96,11 @@ class Context:
     def is_replaying(self) -> bool:
         return self._seq < len(self._journal)
 
+    @property
+    def position(self) -> int:
+        """The sequence number the next journal entry will get (agents cite earlier steps by it)."""
+        return self._seq
+
     def step(
         self,
         fn: Callable[..., T],
@@ -216,12 +221,13 @@ class Context:
         output = self._resolve_wait(seq, step_name, "event", entry, {"timeout": secs}, deadline, arrived)
         return _event_result(output)
 
-    def child(self, workflow: str, input: Any = None, *, name: str | None = None) -> Any:
-        """Start a child run and wait durably for its result (a handoff). Raises StepFailed if it fails."""
+    def child(self, workflow: str, input: Any = None, *, name: str | None = None, kind: str = "child") -> Any:
+        """Start a child run and wait durably for its result (a handoff). Raises StepFailed if it fails.
+        `kind` names the journal entry (agents record their handoffs as "handoff")."""
         from durable.models import Run
 
         seq, step_name = self._next(name or f"child:{workflow}")
-        entry = self._recorded(seq, step_name, "child")
+        entry = self._recorded(seq, step_name, kind)
         if entry is not None and entry["status"] == StepStatus.COMPLETED:
             return _child_result(step_name, seq, entry["output"])
         if entry is None:
@@ -247,7 +253,7 @@ class Context:
                 }
             return False, None
 
-        output = self._resolve_wait(seq, step_name, "child", entry, step_input, None, finished)
+        output = self._resolve_wait(seq, step_name, kind, entry, step_input, None, finished)
         return _child_result(step_name, seq, output)
 
     # -- replay --------------------------------------------------------------------------------
