@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_q",
+    "ninja",  # its templates and static files serve /api/docs without a CDN
     "durable",
     "runs",
     "approvals",
@@ -94,6 +95,8 @@ if DATABASE_URL:
     # Persistent connections: the ORM broker would otherwise open a connection per enqueue (T7).
     # No OPTIONS["pool"]: the pool breaks in forked qcluster processes (T9).
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # One test database per test process, so that concurrent test sessions never share one.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 else:
     Path(SQLITE_PATH).parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -108,7 +111,8 @@ else:
                 "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
             },
             # A file, not :memory:, so that worker processes started by the tests share it.
-            "TEST": {"NAME": env("DURABLE_SQLITE_TEST_PATH", str(BASE_DIR / "var" / "test.sqlite3"))},
+            # Per test process, so that concurrent test sessions never share one.
+            "TEST": {"NAME": env("DURABLE_SQLITE_TEST_PATH", str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3"))},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -187,6 +191,10 @@ STORAGES = {
 _DEFAULT_MAIL = "smtp" if PRODUCTION else "console"
 MAILERS = {"default": {"BACKEND": env("EMAIL_BACKEND", f"django.core.mail.backends.{_DEFAULT_MAIL}.EmailBackend")}}
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "durable@localhost")
+# Links in notifications point here; the webhook (optional) gets a JSON POST per approval request.
+DURABLE_BASE_URL = env("DURABLE_BASE_URL", "http://127.0.0.1:8000")
+DURABLE_APPROVAL_WEBHOOK_URL = env("DURABLE_APPROVAL_WEBHOOK_URL")
+DURABLE_APPROVAL_WEBHOOK_SECRET = env("DURABLE_APPROVAL_WEBHOOK_SECRET")
 
 LOGGING = {
     "version": 1,
