@@ -29,6 +29,7 @@ from durable.payloads import describe_args, encode_input, encode_output
 from durable.registry import Workflow
 
 T = TypeVar("T")
+COMPLETED, FAILED = StepStatus.COMPLETED.value, StepStatus.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Context:
         self._journal = entries
         self._seq = 0
         self._deadline = time.monotonic() + conf("SLICE_SECONDS")
+        self._progressed = False  # a checkpoint in this slice: a slice never yields before one
 
     # -- public surface ------------------------------------------------------------------------
     @property
@@ -151,7 +153,9 @@ class Context:
                             seq, step_name, kind, StepStatus.COMPLETED, input_json, output_json, "",
                             attempts, started, exists,
                         )
-                    return result
+                    # what replay will return (JSON turns tuples into lists, int keys into str):
+                    # the first run must see the same value or it may take another path
+                    return json.loads(output_json)
                 result = fn(*args, **kwargs)
                 output_json = encode_output(result, f"the result of step {seq} {step_name!r}")
             except Exception as exc:
@@ -174,7 +178,7 @@ class Context:
             self._checkpoint(
                 seq, step_name, kind, StepStatus.COMPLETED, input_json, output_json, "", attempts, started, exists
             )
-            return result
+            return json.loads(output_json)  # as replay returns it (see above)
 
     def sleep(self, seconds: float | timedelta, *, name: str = "sleep") -> None:
         """A durable timer: the run parks, holds no worker, and wakes after `seconds` even across restarts."""
@@ -256,6 +260,48 @@ class Context:
         output = self._resolve_wait(seq, step_name, kind, entry, step_input, None, finished)
         return _child_result(step_name, seq, output)
 
+    def approval(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        policy: Any = None,
+        schema: dict[str, Any] | None = None,
+        summary: str = "",
+        name: str | None = None,
+    ) -> Any:
+        """Ask people to approve `tool(**arguments)`; the run waits (no worker, no lease) until one
+        decision is recorded. Returns an `approvals.decisions.Decision`: `.approved`, `.arguments`
+        (possibly edited by the reviewer), `.reason`; `.verify(tool, arguments)` refuses any other call."""
+        from approvals import decisions
+
+        seq, step_name = self._next(name or f"approval:{tool}")
+        entry = self._recorded(seq, step_name, "approval")
+        if entry is not None and entry["status"] == StepStatus.COMPLETED:
+            return decisions.Decision.from_output(entry["output"])
+        if entry is None:
+            self._boundary()
+        step_input: dict[str, Any] = dict(entry["input"]) if entry else {
+            "tool": tool, "arguments": arguments, "hash": decisions.arguments_hash(self.run_id, seq, tool, arguments),
+        }
+
+        def decided() -> tuple[bool, Any]:
+            if "approval_id" not in step_input:
+                # requested in the transaction that parks the run: never one without the other (FI-11)
+                approval = decisions.request(
+                    run_id=self.run_id, seq=seq, tool=tool, arguments=arguments, policy=policy,
+                    schema=schema, summary=summary,
+                )
+                step_input["approval_id"] = approval.pk
+                return False, None
+            outcome = decisions.outcome(step_input["approval_id"])
+            return outcome is not None, outcome
+
+        output = self._resolve_wait(
+            seq, step_name, "approval", entry, step_input, None, decided, wait_status=Status.WAITING_APPROVAL
+        )
+        return decisions.Decision.from_output(output)
+
     # -- replay --------------------------------------------------------------------------------
     def _next(self, name: str) -> tuple[int, str]:
         seq = self._seq
@@ -286,18 +332,24 @@ class Context:
             raise FencedOut(self.run_id)
         if self._lease.status == Status.PAUSING:
             self._park(Status.PAUSED, "run.paused")
-        if time.monotonic() >= self._deadline:
+        # Only after progress: a replay longer than the budget would otherwise yield forever.
+        if self._progressed and time.monotonic() >= self._deadline:
             self._park(Status.QUEUED, "run.yielded", redispatch=True)
 
     def _park(self, status: str, event: str, *, redispatch: bool = False, wake_at: datetime | None = None) -> None:
+        """Release the run as `status`. `self._lease.status` may be stale: a pause asked since this
+        worker last looked still wins over a yield or a backoff, and a pause withdrawn since then
+        (resumed) is not applied: the run carries on."""
         now, now_params = journal.now_sql()
         where, where_params = self._lease.fence_sql()
+        if status == Status.PAUSED:
+            where += " AND status = 'pausing'"
         with transaction.atomic():
             row = journal.update_run(
                 self.run_id,
                 set_sql=(
-                    "status = %s, lease_owner = '', lease_expires_at = NULL, wake_at = %s, "
-                    f"dispatched_at = {now}"
+                    "status = CASE WHEN status = 'pausing' THEN 'paused' ELSE %s END, lease_owner = '', "
+                    f"lease_expires_at = NULL, wake_at = %s, dispatched_at = {now}"
                 ),
                 set_params=[status, journal.ts_param(wake_at), *now_params],
                 where_sql=where,
@@ -305,9 +357,15 @@ class Context:
                 new_events=1,
             )
             if row is None:
-                raise FencedOut(self.run_id)
-            journal.insert_events(self.run_id, row[0], [(event, {"at_step": self._seq})])
-            if redispatch:
+                if status != Status.PAUSED:
+                    raise FencedOut(self.run_id)
+                self._lock()  # FencedOut if the lease is lost; else the pause was withdrawn
+                return
+            parked = row[1]
+            journal.insert_events(
+                self.run_id, row[0], [("run.paused" if parked == Status.PAUSED else event, {"at_step": self._seq})]
+            )
+            if redispatch and parked == Status.QUEUED:
                 dispatch(self.run_id)
         raise Suspend()
 
@@ -342,6 +400,7 @@ class Context:
         step_input: Any,
         wake_at: datetime | None,
         check: Callable[[], tuple[bool, Any]],
+        wait_status: str = Status.WAITING,
     ) -> Any:
         """Complete a wait whose condition holds, or park the run until a waker queues it again."""
         exists = entry is not None
@@ -359,10 +418,10 @@ class Context:
             row = journal.update_run(
                 self.run_id,
                 set_sql=(
-                    "status = CASE WHEN status = 'pausing' THEN 'paused' ELSE 'waiting' END, "
+                    "status = CASE WHEN status = 'pausing' THEN 'paused' ELSE %s END, "
                     "lease_owner = '', lease_expires_at = NULL, wake_at = %s, next_seq = %s"
                 ),
-                set_params=[journal.ts_param(wake_at), seq],
+                set_params=[wait_status, journal.ts_param(wake_at), seq],
                 where_sql=where,
                 where_params=where_params,
                 new_events=1,
@@ -397,33 +456,33 @@ class Context:
         exists: bool,
     ) -> None:
         finished = timezone.now()
-        expires, exp_params = journal.now_sql(conf("LEASE_SECONDS"))
-        where, where_params = self._lease.fence_sql()
-        done = status in (StepStatus.COMPLETED, StepStatus.FAILED)
-        with transaction.atomic():
-            row = journal.update_run(
-                self.run_id,
-                set_sql=f"next_seq = %s, stalls = 0, lease_expires_at = {expires}",
-                set_params=[seq + 1 if done else seq, *exp_params],
-                where_sql=where,
-                where_params=where_params,
-                new_events=1,
-            )
-            if row is None:
-                raise FencedOut(self.run_id)
-            journal.write_step(
-                exists=exists, run_id=self.run_id, seq=seq, name=name, kind=kind, status=status,
-                input_json=input_json, output_json=output_json, error=error, attempts=attempts,
-                epoch=self._lease.epoch, worker=self._lease.worker, started_at=started, finished_at=finished,
-            )
-            data = {
-                "seq": seq, "name": name, "kind": kind, "status": status, "attempts": attempts,
-                "ms": round((finished - started).total_seconds() * 1000, 3),
-            }
-            if error:
-                data["error"] = error.strip().splitlines()[-1][:500]
-            journal.insert_events(self.run_id, row[0], [(f"step.{status}", data)])
+        lease = self._lease
+        status = str(status)  # a plain str for the DB-API (StepStatus is a str enum)
+        done = status == COMPLETED or status == FAILED
+        # The heartbeat renews the lease every HEARTBEAT_SECONDS; a checkpoint renews it only when the
+        # heartbeat is late. Leaving lease_expires_at (an indexed column) alone keeps the run UPDATE a
+        # HOT update on PostgreSQL: no index entries written per step.
+        sent = time.monotonic()
+        extend = sent - lease.renewed > conf("HEARTBEAT_SECONDS")
+        data = {
+            "seq": seq, "name": name, "kind": kind, "status": status, "attempts": attempts,
+            "ms": round((finished - started).total_seconds() * 1000, 3),
+        }
+        if error:
+            data["error"] = error.strip().splitlines()[-1][:500]
+        row = journal.checkpoint(
+            self.run_id, fence=lease.fence_sql(), next_seq=seq + 1 if done else seq,
+            lease_seconds=conf("LEASE_SECONDS") if extend else None, exists=exists, seq=seq, name=name,
+            kind=kind, status=status, input_json=input_json, output_json=output_json, error=error,
+            attempts=attempts, epoch=lease.epoch, worker=lease.worker, started_at=started,
+            finished_at=finished, event_type=f"step.{status}", event_json=journal.dumps(data),
+        )
+        if row is None:
+            raise FencedOut(self.run_id)
+        if extend:
+            lease.renewed = sent
         self._lease.status = row[1]
+        self._progressed = True
 
 
 def _event_result(output: Any) -> Any:

@@ -6,6 +6,7 @@ that does not apply to the run's status raises InvalidTransition and changes not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -18,6 +19,10 @@ from durable.models import TERMINAL, Run, Signal, Status, StepStatus
 from durable.payloads import encode_input
 
 
+# Called inside the cancel transaction with (run_id, user); apps register here (approvals does).
+CANCEL_HOOKS: list[Callable[[int, Any], None]] = []
+
+
 def get_run(run_id: Any) -> Run:
     try:
         pk = int(run_id)
@@ -27,6 +32,12 @@ def get_run(run_id: Any) -> Run:
         return Run.objects.get(pk=pk)
     except Run.DoesNotExist:
         raise RunNotFound(run_id) from None
+
+
+def _user_model() -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()
 
 
 def _actor(user: Any) -> dict[str, Any]:
@@ -48,6 +59,10 @@ def create_run(
     definition = registry.get(workflow)
     value = {} if input is None else input
     encode_input(value, "the run input")
+    if parent_id is not None and user is None:
+        # a child run acts for whoever started its parent (four-eyes applies to the whole tree)
+        user = Run.objects.filter(pk=parent_id).values_list("started_by", flat=True).first()
+        user = None if user is None else _user_model().objects.get(pk=user)
     run = Run.objects.create(
         workflow=definition.name,
         workflow_version=definition.version,
@@ -115,7 +130,7 @@ def pause(run_id: Any, *, user: Any = None) -> str:
                 "status = CASE WHEN status = 'running' THEN 'pausing' ELSE 'paused' END, "
                 "lease_owner = CASE WHEN status = 'running' THEN lease_owner ELSE '' END"
             ),
-            where_sql="status IN ('queued', 'running', 'waiting')",
+            where_sql="status IN ('queued', 'running', 'waiting', 'waiting_approval')",
             new_events=1,
         )
         if row is None:
@@ -177,11 +192,18 @@ def _cancel(run_id: int, user: Any, reason: str) -> bool:
         where_sql=f"status NOT IN ({terminal})",
         where_params=terminal_params,
         new_events=1,
+        returning="parent_id",
     )
     if row is None:
         return False
     data = _actor(user) | ({"reason": reason} if reason else {})
     journal.insert_events(run_id, row[0], [("run.cancelled", data)])
+    if row[1] is not None:
+        # A parent waiting on this child is woken to see it cancelled, as finish() does for the
+        # other outcomes; nothing else would ever wake it. (No-op when the parent is the canceller.)
+        wake(row[1], reason="child", child=run_id)
+    for hook in CANCEL_HOOKS:  # e.g. close the run's pending approvals in this same transaction
+        hook(run_id, user)
     for child_id in Run.objects.filter(parent_id=run_id).exclude(status__in=TERMINAL).values_list("pk", flat=True):
         _cancel(child_id, user, f"parent run {run_id} cancelled")
     return True

@@ -58,6 +58,8 @@ class Lease:
     lost: bool = False
     step_started: float | None = None  # monotonic start of the step in progress, for the heartbeat
     held_since: float = field(default_factory=time.monotonic)
+    # monotonic time of the last write that extended the lease (claim, heartbeat, checkpoint)
+    renewed: float = field(default_factory=time.monotonic)
 
     def db_now(self) -> datetime:
         return timezone.now() + self.clock_offset
@@ -211,7 +213,7 @@ def wake(run_id: int, *, reason: str, **data: Any) -> bool:
         run_id,
         set_sql=f"status = 'queued', wake_at = NULL, dispatched_at = {now}",
         set_params=now_params,
-        where_sql="status = 'waiting'",
+        where_sql="status IN ('waiting', 'waiting_approval')",
         new_events=1,
     )
     if row is None:
@@ -266,6 +268,7 @@ class Heartbeat:
             return
         expires, exp_params = journal.now_sql(conf("LEASE_SECONDS"))
         where, where_params = lease.fence_sql()
+        sent = time.monotonic()
         with transaction.atomic():
             row = journal.update_run(
                 lease.run_id,
@@ -278,6 +281,7 @@ class Heartbeat:
             lease.lost = True
         else:
             lease.status = row[1]
+            lease.renewed = sent
 
 
 heartbeat = Heartbeat()

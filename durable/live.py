@@ -46,6 +46,11 @@ def poke(run_id: int, seq: int) -> None:
     _submit(RUNS_GROUP, message)
 
 
+def send_group(group: str, message: dict[str, Any]) -> None:
+    """Send a poke to any channel-layer group from sync code (after commit)."""
+    _submit(group, message)
+
+
 def _submit(group: str, message: dict[str, Any]) -> None:
     from channels.layers import get_channel_layer
 

@@ -15,6 +15,7 @@ class Status(models.TextChoices):
     PAUSING = "pausing"  # pause requested while a step runs; takes effect at the next boundary
     PAUSED = "paused"
     WAITING = "waiting"  # durable timer, external event, child run: holds no worker, no lease
+    WAITING_APPROVAL = "waiting_approval"  # a person decides; holds no worker, no lease
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -91,7 +92,7 @@ class StepStatus(models.TextChoices):
     COMPLETED = "completed"
     FAILED = "failed"  # last attempt failed; the run fails unless the workflow catches it
     ERROR = "error"  # an attempt failed and another will follow
-    WAITING = "waiting"  # a sleep, event wait or child run not yet finished
+    WAITING = "waiting"  # a sleep, event wait, child run or approval not yet finished
     STARTED = "started"  # at-most-once intent recorded; the body may or may not have run
 
 

@@ -7,6 +7,7 @@ waiting status), so a sweep racing a live owner or another sweeper changes nothi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -31,11 +32,17 @@ class SweepResult:
         return bool(self.recovered or self.dead or self.woken or self.redispatched)
 
 
+# Extra sweeps apps register (approvals: expiry); each is called once per sweep, returns a count.
+SWEEP_HOOKS: list[Callable[[], int]] = []
+
+
 def sweep() -> SweepResult:
     result = SweepResult()
     recover_expired(result)
     wake_due(result)
     redispatch_stale(result)
+    for hook in SWEEP_HOOKS:
+        result.woken += hook()
     return result
 
 

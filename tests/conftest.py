@@ -42,3 +42,12 @@ def drain(run_id: int, *, max_slices: int = 100) -> Run:
             return run
         executor.drive(run_id)
     raise AssertionError(f"run {run_id} still queued after {max_slices} slices")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing() -> Iterator[None]:
+    """Django 6 hashes passwords with 1.2M PBKDF2 rounds (about a second each); tests need speed."""
+    from django.test.utils import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield

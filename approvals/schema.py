@@ -1,0 +1,3 @@
+from durable.schema import SchemaError, validate
+
+__all__ = ["SchemaError", "validate"]
