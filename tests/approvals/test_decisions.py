@@ -168,3 +168,17 @@ def test_it_gives_unknown_approvals_a_clear_error(people):
         decisions.decide(approval_id=424242, user=people["ana"], approved=True)
     with pytest.raises(decisions.ApprovalNotFound):
         decisions.decide(approval_id="nope", user=people["ana"], approved=True)
+
+
+def test_it_decides_from_the_command_line_as_a_named_reviewer(refund_workflow, people):
+    from django.core.management import CommandError, call_command
+
+    run = refund_workflow(user=people["starter"])
+    approval = _pending(run)
+    with pytest.raises(CommandError, match="four-eyes"):
+        call_command("durable", "approve", str(approval.pk), "--user", "starter")
+    call_command("durable", "reject", str(approval.pk), "--user", "ana", "--reason", "not eligible")
+    approval.refresh_from_db()
+    assert approval.status == "rejected" and approval.decided_by == people["ana"]
+    with pytest.raises(CommandError, match="already rejected by ana"):
+        call_command("durable", "approve", str(approval.pk), "--user", "bo")

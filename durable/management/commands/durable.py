@@ -62,14 +62,27 @@ class Command(BaseCommand):
         send.add_argument("name")
         send.add_argument("--data", default="null", help="the event data as JSON")
 
+        from approvals import cli as approvals_cli
+
+        approvals_cli.add_parsers(sub)
         sub.add_parser("workflows", help="list registered workflows")
         sub.add_parser("demo-data", help="create the demo users (one per role) and demo runs")
         sub.add_parser("sweep", help="run one recovery sweep and print what it did")
 
+        seed = sub.add_parser("seed", help="bulk-insert historical runs (never dispatched) for load tests")
+        seed.add_argument("--runs", type=int, default=1000, help="how many runs (default 1000)")
+        seed.add_argument("--steps-run", type=int, default=0, help="also one run with this many steps")
+        seed.add_argument("--batch-size", type=int, default=5000)
+
     def handle(self, *args: Any, **options: Any) -> None:
         subcommand = options["subcommand"]
-        handler: Callable[[dict[str, Any]], None] = getattr(self, "do_" + subcommand.replace("-", "_"))
+        from approvals import cli as approvals_cli
+
         try:
+            if subcommand in approvals_cli.HANDLERS:
+                approvals_cli.HANDLERS[subcommand](self.stdout, options)
+                return
+            handler: Callable[[dict[str, Any]], None] = getattr(self, "do_" + subcommand.replace("-", "_"))
             handler(options)
         except DurableError as exc:
             raise CommandError(str(exc)) from None
@@ -119,6 +132,18 @@ class Command(BaseCommand):
         from durable.recovery import sweep
 
         self.stdout.write(str(sweep()))
+
+    def do_seed(self, options: dict[str, Any]) -> None:
+        from durable.seed import seed
+
+        if options["runs"] < 0 or options["steps_run"] < 0 or options["batch_size"] < 1:
+            raise CommandError("--runs and --steps-run must be >= 0 and --batch-size >= 1")
+        result = seed(options["runs"], steps_run=options["steps_run"], batch_size=options["batch_size"],
+                      progress=self.stdout.write)
+        self.stdout.write(f"created {len(result.run_ids):,} runs ({result.steps:,} steps, {result.events:,} events) "
+                          f"in {result.seconds:.1f} s; run ids: {result.id_ranges()}")
+        if result.big_run_id is not None:
+            self.stdout.write(f"run with {options['steps_run']:,} steps: {result.big_run_id}")
 
     # -- runs -----------------------------------------------------------------------------------
     def do_workflows(self, options: dict[str, Any]) -> None:
