@@ -150,6 +150,24 @@ DURABLE = {
     "STEP_TIMEOUT_SECONDS": env_float("DURABLE_STEP_TIMEOUT_SECONDS", 900.0),
 }
 
+# --- agents (docs/agents.md) ------------------------------------------------------------------
+# API keys are read from the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) when a call is made;
+# they may also be set here, and are never stored in runs, steps, events or tasks.
+DURABLE_AGENTS = {
+    "OPENAI_BASE_URL": env("OPENAI_BASE_URL"),  # any OpenAI-compatible server; empty: api.openai.com
+    "ANTHROPIC_BASE_URL": env("ANTHROPIC_BASE_URL"),
+    "TIMEOUT_SECONDS": env_float("DURABLE_MODEL_TIMEOUT_SECONDS", 60.0),  # per model call
+    "MAX_RETRY_AFTER_SECONDS": env_float("DURABLE_MAX_RETRY_AFTER_SECONDS", 600.0),
+    # demo agents: "auto" = a real model when OPENAI_API_KEY or ANTHROPIC_API_KEY is set, else scripted
+    "DEMO_MODEL": env("DURABLE_DEMO_MODEL", "auto"),
+    # USD per million tokens, by "provider:model" or bare model name; unknown models cost 0.
+    "PRICES": {
+        "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+        "gpt-4o": {"input": 2.50, "output": 10.00},
+        "claude-3-5-haiku-latest": {"input": 0.80, "output": 4.00},
+    },
+}
+
 # --- channels -------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:

@@ -41,4 +41,6 @@ def create_demo_runs() -> list[int]:
         control.start("demo.analysis", {"chunks": 8, "step_ms": 100}, idempotency_key="demo-short-1"),
         control.start("demo.analysis", {"chunks": 12, "step_ms": 50}, idempotency_key="demo-short-2"),
     ]
-    return [run.pk for run in runs]
+    from durable.demo_agents import start_demo_runs
+
+    return [run.pk for run in runs] + start_demo_runs()

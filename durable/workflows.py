@@ -46,3 +46,6 @@ def analysis(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
     effects_file = input.get("effects_file")
     results = [ctx.step(analyse_chunk, i, step_ms, effects_file, name="analyse_chunk") for i in range(chunks)]
     return ctx.step(aggregate, results, name="aggregate")
+
+
+from durable import demo_agents  # noqa: E402, F401  (registers the demo agents at start-up)

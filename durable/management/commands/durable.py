@@ -42,6 +42,7 @@ class Command(BaseCommand):
         start.add_argument("workflow")
         start.add_argument("--input", default="{}", help="the run input as JSON")
         start.add_argument("--idempotency-key")
+        start.add_argument("--message", help="for an agent: the user's message (the input becomes {\"message\": ...})")
 
         runs = sub.add_parser("runs", help="list runs, newest first")
         runs.add_argument("--status", choices=[s.value for s in Status])
@@ -66,6 +67,13 @@ class Command(BaseCommand):
 
         approvals_cli.add_parsers(sub)
         sub.add_parser("workflows", help="list registered workflows")
+        sub.add_parser("agents", help="list registered agents: model, version, tools")
+        demo = sub.add_parser("demo", help="run a demo: crash-resume (kills a real worker), analyst, support, triage")
+        demo.add_argument("name", choices=["crash-resume", "analyst", "support", "triage"])
+        demo.add_argument("--message", help="support, triage: the customer's message")
+        demo.add_argument("--chunks", type=int, default=12, help="crash-resume, analyst: data chunks")
+        demo.add_argument("--step-ms", type=int, default=300, help="crash-resume, analyst: ms per chunk")
+        demo.add_argument("--kill-after", type=int, default=4, help="crash-resume: kill after this many tool steps")
         sub.add_parser("demo-data", help="create the demo users (one per role) and demo runs")
         sub.add_parser("sweep", help="run one recovery sweep and print what it did")
 
@@ -162,8 +170,36 @@ class Command(BaseCommand):
         if started:
             self.stdout.write(f"Demo runs started: {', '.join(map(str, started))}")
 
+    def do_agents(self, options: dict[str, Any]) -> None:
+        from durable.agents import all_agents
+
+        for agent in all_agents():
+            tools = ", ".join(t["name"] for t in agent.model_tools) or "-"
+            self.stdout.write(f"{agent.name}  v{agent.version}  {agent.model}  tools: {tools}")
+
+    def do_demo(self, options: dict[str, Any]) -> None:
+        from durable import demo_agents
+
+        name = options["name"]
+        if name == "crash-resume":
+            ok = demo_agents.crash_resume(
+                self.stdout.write, chunks=options["chunks"], step_ms=options["step_ms"],
+                kill_after=options["kill_after"],
+            )
+            if not ok:
+                raise CommandError("the crash-resume demo found a problem (see above)")
+            return
+        if name == "analyst":
+            run = demo_agents.run_analyst(self.stdout.write, chunks=options["chunks"], step_ms=options["step_ms"])
+        else:
+            run = demo_agents.run_inline(f"demo.{name}", self.stdout.write, options["message"])
+        if run.status != Status.SUCCEEDED:
+            raise CommandError(f"run {run.pk} {run.status}")
+
     def do_start(self, options: dict[str, Any]) -> None:
         value = parse_json(options["input"], "--input")
+        if options["message"] is not None:
+            value = {**(value if isinstance(value, dict) else {}), "message": options["message"]}
         run = control.start(options["workflow"], value, idempotency_key=options["idempotency_key"])
         self.stdout.write(str(run.pk))
 
