@@ -31,8 +31,12 @@ def max_payload() -> int:
     return int(settings.DURABLE["MAX_PAYLOAD_BYTES"])
 
 
+# One encoder for every call: json.dumps() with options builds a new JSONEncoder each time.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _encode(value)
 
 
 def json_param() -> str:
@@ -187,3 +191,168 @@ def now_value() -> datetime:
             cursor.execute("SELECT statement_timestamp()")
             return cursor.fetchone()[0]
     return timezone.now()
+
+
+# -- the checkpoint of a step: the hot path ----------------------------------------------------------
+#
+# PostgreSQL: ONE statement, sent in autocommit (or inside the caller's transaction): data-modifying
+# CTEs make the fenced UPDATE of the run, the step row, its event and the NOTIFY one atomic statement,
+# so a checkpoint is one round trip and one commit. The step and the event are only written when the
+# fenced UPDATE matched (`FROM r`): a fenced-out worker changes nothing. SQLite has no data-modifying
+# CTEs but no network either: the same three statements in one BEGIN IMMEDIATE transaction.
+#
+# The statements go to the DB-API cursor directly (server-side parameter binding on psycopg, prepared
+# after a few executions), unless something observes queries (CaptureQueriesContext, an
+# execute_wrapper): then through Django's cursor, so tests and tools see them. Same SQL either way.
+
+_checkpoint_sql: dict[tuple[Any, ...], str] = {}
+
+
+def _checkpoint_statements(vendor: str, fence: str, exists: bool, extend: bool, native: bool) -> str:
+    key = (vendor, fence, exists, extend, native)
+    sql = _checkpoint_sql.get(key)
+    if sql is not None:
+        return sql
+    pg = vendor == "postgresql"
+    now = "statement_timestamp()" if pg else "%s"
+    jp = "%s::jsonb" if pg else "%s"
+    lease = (", lease_expires_at = statement_timestamp() + %s * interval '1 second'" if pg else
+             ", lease_expires_at = %s") if extend else ""
+    run = (
+        f"UPDATE {RUN} SET next_seq = %s, stalls = 0, event_seq = event_seq + 1, updated_at = {now}{lease} "
+        f"WHERE id = %s AND ({fence}) RETURNING " + ("id, event_seq, status" if pg else "event_seq, status")
+    )
+    step_set = (
+        f"status = %s, input = {jp}, output = {jp}, error = %s, attempts = %s, epoch = %s, worker = %s, "
+        "started_at = %s, finished_at = %s, wake_at = NULL"
+    )
+    step_columns = "status, input, output, error, attempts, epoch, worker, started_at, finished_at, wake_at, seq, name, kind, run_id"
+    if pg:
+        if exists:
+            step = f"UPDATE {STEP} SET {step_set} FROM r WHERE {STEP}.run_id = r.id AND {STEP}.seq = %s"
+        else:
+            step = f"INSERT INTO {STEP} ({step_columns}) SELECT %s, {jp}, {jp}, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, r.id FROM r"
+        event = f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) SELECT r.id, r.event_seq, %s, {jp}, {now} FROM r"
+        sql = (
+            f"WITH r AS ({run}), s AS ({step}), e AS ({event}) "
+            "SELECT event_seq, status, pg_notify('durable_events', id || ':' || event_seq) FROM r"
+        )
+    else:
+        if exists:
+            step = f"UPDATE {STEP} SET {step_set} WHERE run_id = %s AND seq = %s"
+        else:
+            step = f"INSERT INTO {STEP} ({step_columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)"
+        event = f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) VALUES (%s, %s, %s, %s, %s)"
+        sql = "\x00".join([run, step, event])  # three statements, split by the caller
+    if native and not pg:
+        sql = sql.replace("%s", "?")  # sqlite3's own placeholder (Django's cursor converts it)
+    _checkpoint_sql[key] = sql
+    return sql
+
+
+def _hot_cursor(db: Any) -> tuple[Any, bool]:
+    """(cursor, native): the DB-API cursor when nothing observes queries, else Django's."""
+    if db.execute_wrappers or db.force_debug_cursor:
+        return db.cursor(), False
+    if db.connection is None:
+        db.ensure_connection()
+    raw = db.connection
+    cursor = getattr(db, "_durable_hot_cursor", None)
+    if cursor is None or cursor.connection is not raw:
+        if db.vendor == "postgresql":
+            import psycopg
+
+            cursor = psycopg.Cursor(raw)  # server-side binding, so psycopg prepares the statement
+        else:
+            cursor = raw.cursor()
+        db._durable_hot_cursor = cursor
+    return cursor, True
+
+
+_UTC = timezone.UTC
+
+
+def _sqlite_ts(db: Any, value: datetime | None) -> Any:
+    if value is not None and value.tzinfo is _UTC and db.timezone is _UTC:
+        return str(value.replace(tzinfo=None))  # what adapt_datetimefield_value gives, without its checks
+    return db.ops.adapt_datetimefield_value(value)
+
+
+def checkpoint(
+    run_id: int,
+    *,
+    fence: tuple[str, list[Any]],
+    next_seq: int,
+    lease_seconds: float | None,
+    exists: bool,
+    seq: int,
+    name: str,
+    kind: str,
+    status: str,
+    input_json: str | None,
+    output_json: str | None,
+    error: str,
+    attempts: int,
+    epoch: int,
+    worker: str,
+    started_at: datetime,
+    finished_at: datetime,
+    event_type: str,
+    event_json: str,
+) -> tuple[int, str] | None:
+    """Record a step and its event, fenced, in one transaction. Returns (event_seq, run status) after
+    it, or None when the fence refused it (nothing was written). `lease_seconds`, when given, also
+    extends the lease from the database clock."""
+    from django.db import connections, transaction
+
+    db = connections["default"]
+    fence_sql, fence_params = fence
+    extend = lease_seconds is not None
+    cursor, native = _hot_cursor(db)
+    sql = _checkpoint_statements(db.vendor, fence_sql, exists, extend, native)
+    if db.vendor == "postgresql":
+        params: list[Any] = [next_seq]
+        if extend:
+            params.append(lease_seconds)
+        params += [run_id, *fence_params, status, input_json, output_json, error, attempts, epoch, worker,
+                   started_at, finished_at, seq]
+        if not exists:
+            params += [name, kind]
+        params += [event_type, event_json]
+        try:
+            with db.wrap_database_errors:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+        finally:
+            if not native:
+                cursor.close()
+        if row is None:
+            return None
+        event_seq = row[0]
+    else:
+        run_sql, step_sql, event_sql = sql.split("\x00")
+        now = timezone.now()
+        now_param = _sqlite_ts(db, now)
+        run_params: list[Any] = [next_seq, now_param]
+        if extend:
+            run_params.append(_sqlite_ts(db, now + timedelta(seconds=lease_seconds)))
+        run_params += [run_id, *fence_params]
+        step_params = [status, input_json, output_json, error, attempts, epoch, worker,
+                       _sqlite_ts(db, started_at), _sqlite_ts(db, finished_at)]
+        step_params += [run_id, seq] if exists else [seq, name, kind, run_id]
+        try:
+            with transaction.atomic(using=db.alias, savepoint=False), db.wrap_database_errors:
+                cursor.execute(run_sql, run_params)
+                row = cursor.fetchone()
+                if row is None:
+                    return None
+                event_seq = row[0]
+                cursor.execute(step_sql, step_params)
+                cursor.execute(event_sql, [run_id, event_seq, event_type, event_json, now_param])
+        finally:
+            if not native:
+                cursor.close()
+    from durable import live
+
+    live.poke_on_commit(run_id, event_seq)
+    return event_seq, row[1]
