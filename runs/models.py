@@ -23,6 +23,10 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         token = self.create(user=user, name=name, key_hash=hash_token(raw), prefix=raw[:12])
         return token, raw
 
+    def revoke(self) -> int:
+        """Revoke the tokens of this queryset that are not revoked yet; returns how many."""
+        return self.filter(revoked_at=None).update(revoked_at=Now())
+
     def authenticate(self, raw: str) -> "ApiToken | None":
         if not raw.startswith(TOKEN_PREFIX):
             return None
