@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.urls import URLPattern, reverse
@@ -76,30 +75,27 @@ def test_it_answers_each_role_as_the_matrix_says(name: str, role: str, client_fo
         assert response.status_code == expected[role], (name, role, response.status_code)
 
 
-def ws_application() -> Any:
-    return AuthMiddlewareStack(URLRouter(routing.websocket_urlpatterns))
-
-
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("name", sorted(WS_MATRIX))
-async def test_it_accepts_sockets_for_each_role_as_the_matrix_says(name: str, role: str, users: Any) -> None:
+async def test_it_accepts_sockets_for_each_role_as_the_matrix_says(name: str, users: Any) -> None:
+    # All roles in one test: each transactional test costs a database flush.
     from channels.db import database_sync_to_async
     from django.contrib.auth.models import AnonymousUser
 
     path, expected = WS_MATRIX[name]
     run = await database_sync_to_async(make_run)(steps=1)
-    communicator = WebsocketCommunicator(URLRouter(routing.websocket_urlpatterns), path.format(run=run.pk))
-    communicator.scope["user"] = users[role] or AnonymousUser()
-    connected, _ = await communicator.connect()
-    assert connected  # always accepted first (T15), then closed when denied
-    if expected[role] == DENY:
-        message = await communicator.receive_output(timeout=2)
-        assert message == {"type": "websocket.close", "code": 4403}
-    else:
-        # accepted: either quiet (the list) or sending the run's events (the detail)
-        if not await communicator.receive_nothing(timeout=0.3):
-            message = await communicator.receive_output()
-            assert message["type"] == "websocket.send", message
-    await communicator.disconnect()
+    for role in ROLES:
+        communicator = WebsocketCommunicator(URLRouter(routing.websocket_urlpatterns), path.format(run=run.pk))
+        communicator.scope["user"] = users[role] or AnonymousUser()
+        connected, _ = await communicator.connect()
+        assert connected, role  # always accepted first (T15), then closed when denied
+        if expected[role] == DENY:
+            message = await communicator.receive_output(timeout=2)
+            assert message == {"type": "websocket.close", "code": 4403}, role
+        else:
+            # accepted: either quiet (the list) or sending the run's events (the detail)
+            if not await communicator.receive_nothing(timeout=0.3):
+                message = await communicator.receive_output()
+                assert message["type"] == "websocket.send", (role, message)
+        await communicator.disconnect()

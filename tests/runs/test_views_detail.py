@@ -146,7 +146,7 @@ def test_it_renders_a_run_with_2000_steps_in_a_few_queries_and_quickly(client_fo
     assert 'id="step-1999"' in html and f"?before={2000 - presenters.STEPS_ON_PAGE}" in html
     assert len(queries) <= 15, [q["sql"][:80] for q in queries.captured_queries]
     timings = []
-    for _ in range(3):
+    for _ in range(5):  # the best of five: other processes share this machine
         started = time.perf_counter()
         detail(client, run)
         timings.append(time.perf_counter() - started)
