@@ -164,7 +164,7 @@ def parameters_schema(func: Callable[..., Any], docs: Mapping[str, str]) -> tupl
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"tool {func.__name__}: *args and **kwargs cannot be described to a model")
         annotation = hints.get(param.name, Any)
-        if annotation is ToolContext:
+        if annotation is ToolContext or ToolContext in typing.get_args(annotation):
             context_param = param.name
             continue
         prop = schema_for(annotation, f"{func.__name__}({param.name})")
@@ -241,10 +241,18 @@ def _nullable(schema: JSON) -> JSON:
 
 
 def _typeddict_schema(tp: Any, where: str) -> JSON:
-    hints = typing.get_type_hints(tp)
-    properties = {key: schema_for(value, f"{where}.{key}") for key, value in hints.items()}
+    properties: JSON = {}
+    required: list[str] = []
+    # NotRequired/Required are read from the hints too: with `from __future__ import annotations` the
+    # class's own __required_keys__ does not see them.
+    for key, hint in typing.get_type_hints(tp, include_extras=True).items():
+        marker = typing.get_origin(hint)
+        if marker in (typing.NotRequired, typing.Required):
+            hint = typing.get_args(hint)[0]
+        if marker is typing.Required or (marker is not typing.NotRequired and key in tp.__required_keys__):
+            required.append(key)
+        properties[key] = schema_for(hint, f"{where}.{key}")
     schema: JSON = {"type": "object", "properties": properties, "additionalProperties": False}
-    required = [key for key in hints if key in getattr(tp, "__required_keys__", set(hints))]
     if required:
         schema["required"] = required
     return schema

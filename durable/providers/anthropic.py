@@ -50,7 +50,7 @@ def complete(request: ModelRequest) -> ModelResponse:
         kwargs["extra_body"] = extra
     try:
         message = client.messages.create(**kwargs)
-        data = message.model_dump()
+        data = message.model_dump() if hasattr(message, "model_dump") else message
     except anthropic_sdk.APITimeoutError:
         raise ProviderError(f"anthropic: the request timed out after {request.timeout:g} s") from None
     except anthropic_sdk.APIConnectionError as exc:

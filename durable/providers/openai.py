@@ -48,7 +48,7 @@ def complete(request: ModelRequest) -> ModelResponse:
         kwargs["extra_body"] = dict(request.settings)
     try:
         completion = client.chat.completions.create(**kwargs)
-        data = completion.model_dump()
+        data = completion.model_dump() if hasattr(completion, "model_dump") else completion
     except openai_sdk.APITimeoutError:
         raise ProviderError(f"openai: the request timed out after {request.timeout:g} s") from None
     except openai_sdk.APIConnectionError as exc:

@@ -38,6 +38,10 @@ def unregister(name: str) -> None:
     _scripts.pop(name, None)
 
 
+def get(name: str) -> Script | None:
+    return _scripts.get(name)
+
+
 def complete(request: ModelRequest) -> ModelResponse:
     script = _scripts.get(request.model)
     if script is None:

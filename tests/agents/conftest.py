@@ -12,6 +12,7 @@ from durable import agents, registry
 from durable.models import Run, Status
 from durable.providers import scripted
 from tests.conftest import drain
+from tests.durable.conftest import _close_stray_connections  # noqa: F401  (the heartbeat's PostgreSQL session)
 
 
 @pytest.fixture
@@ -32,17 +33,22 @@ def register_agent() -> Iterator[Any]:
 
 @pytest.fixture
 def script() -> Iterator[Any]:
-    """`script("name", [turn, ...])` registers a model script for one test; returns "scripted:name"."""
-    names: list[str] = []
+    """`script("name", [turn, ...])` registers a model script for one test; returns "scripted:t-name".
+    (Prefixed, and any script of that name restored afterwards: the demo agents' scripts stay.)"""
+    replaced: dict[str, Any] = {}
 
     def register(name: str, turns: Any) -> str:
+        name = f"t-{name}"
+        replaced.setdefault(name, scripted.get(name))
         scripted.register(name, turns)
-        names.append(name)
         return f"scripted:{name}"
 
     yield register
-    for name in names:
-        scripted.unregister(name)
+    for name, previous in replaced.items():
+        if previous is None:
+            scripted.unregister(name)
+        else:
+            scripted.register(name, previous)
 
 
 def drain_tree(run_id: int, *, rounds: int = 20) -> Run:
