@@ -86,7 +86,7 @@ class RunFilterForm(forms.Form):
         username = self.cleaned_data["started_by"].strip()
         if not username:
             return None
-        user = get_user_model().objects.filter(username=username).only("pk").first()
+        user = get_user_model().objects.filter(username=username).only("pk", "username").first()
         if user is None:
             raise forms.ValidationError(f"No user named {username!r}.")
         return user

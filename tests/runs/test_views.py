@@ -179,3 +179,18 @@ def test_it_shows_the_approvals_link_only_to_reviewers(client_for: Any) -> None:
     assert "Approvals" in client_for("reviewer").get(LIST).content.decode()
     assert ">Admin<" in client_for("staff").get(LIST).content.decode()
     assert ">Admin<" not in client_for("runadmin").get(LIST).content.decode()
+
+
+def test_it_searches_with_the_gin_index_on_postgresql() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the full-text index is PostgreSQL's")
+    from runs.listing import apply_search
+
+    queryset = apply_search(Run.objects.order_by("-created_at", "-id"), "refund")[:51]
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # an empty table: make the planner show its choice
+        sql, params = queryset.query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("SET enable_seqscan = on")
+    assert "run_search_gin" in plan, plan
