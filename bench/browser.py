@@ -36,8 +36,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -180,7 +181,7 @@ def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[st
     if args.no_redis:
         cmd.append("--no-redis")
     print(f"== {db}: seeding and measuring ({args.rounds} rounds)", file=sys.stderr)
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"bench child for {db} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
@@ -256,8 +257,8 @@ def page_urls(big_run_id: int) -> dict[str, str | None]:
     """name -> URL (None when the view does not exist)."""
     from django.urls import NoReverseMatch, reverse
 
-    from runs.api import encode_cursor
     from durable.models import Run
+    from runs.api import encode_cursor
 
     def html(name: str, *args: Any, query: str = "") -> str | None:
         try:
@@ -300,13 +301,8 @@ def measure_pages(args: argparse.Namespace, big_run_id: int) -> dict[str, Any]:
         if first["status"] != 200:
             results[name] = {"url": url, "status": "missing" if first["status"] == 404 else first["status"]}
             continue
-        queries: list[str] = []
-
-        def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-            queries.append(sql)
-            return execute(sql, params, many, context)
-
-        with connection.execute_wrapper(count):
+        queries = QueryCounter()
+        with connection.execute_wrapper(queries):
             timed(client, url)
         round_medians = []
         for _ in range(args.rounds):
@@ -326,6 +322,12 @@ def measure_pages(args: argparse.Namespace, big_run_id: int) -> dict[str, Any]:
         }
         log(f"{name}: {median_ms} ms ({len(queries)} queries)")
     return results
+
+
+class QueryCounter(list[str]):
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.append(sql)
+        return execute(sql, params, many, context)
 
 
 def timed(client: Any, url: str) -> dict[str, Any]:
@@ -362,7 +364,7 @@ def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_redis and redis_answers():
         variants["redis"] = True
     results: dict[str, Any] = {}
-    for variant, with_redis in variants.items():
+    for with_redis in variants.values():
         label = ("postgresql" if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") else "sqlite")
         label += "+redis" if with_redis else ""
         log(f"latency: {label}")
@@ -375,7 +377,7 @@ def redis_answers() -> bool:
         import redis
 
         return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
-    except Exception:
+    except Exception:  # noqa: BLE001  any failure means: no Redis variant
         return False
 
 
@@ -392,7 +394,9 @@ def latency_variant(args: argparse.Namespace, with_redis: bool, label: str) -> d
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "import bench.browser as b; b.latency_driver()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
         return {"error": f"latency driver failed (exit {proc.returncode}): {proc.stdout[-2000:]}"}

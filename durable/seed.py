@@ -134,7 +134,7 @@ class Table:
         columns = self.columns
         if self.returning_id:
             cursor.execute(
-                f"SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
                 [self.model._meta.db_table, len(rows)],
             )
             ids = [row[0] for row in cursor.fetchall()]

@@ -35,7 +35,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ("name", "prefix", "user__username")
     list_select_related = ("user",)
     raw_id_fields = ("user",)
-    actions = [revoke_tokens]
+    actions = (revoke_tokens,)
     fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("user", "prefix", "created_at", "last_used_at", "revoked_at")
 

@@ -270,11 +270,11 @@ def list_runs(
     request: HttpRequest,
     status: list[RunStatus] = Query(None, description="one or more statuses"),  # noqa: B008
     workflow: str | None = None,
-    started_by: str | None = Query(None, description="username"),  # noqa: B008
+    started_by: str | None = Query(None, description="username"),
     created_after: datetime | None = Query(None, description="inclusive, ISO 8601 (UTC when no offset)"),  # noqa: B008
     created_before: datetime | None = Query(None, description="exclusive, ISO 8601 (UTC when no offset)"),  # noqa: B008
     cursor: str | None = None,
-    limit: int = Query(50, ge=1, le=MAX_PAGE),  # noqa: B008
+    limit: int = Query(50, ge=1, le=MAX_PAGE),
 ) -> dict[str, Any]:
     """Keyset pagination on (created_at, id), both descending: pages stay stable while runs are
     added, and deep pages cost the same as the first (index run_created_desc)."""
@@ -359,18 +359,18 @@ def _events_page(run_id: int, after: int, limit: int) -> dict[str, Any]:
 async def run_events(
     request: HttpRequest,
     run_id: int,
-    after: int = Query(0, ge=0, le=MAX_SEQ, description="return events with seq > after"),  # noqa: B008
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for a new event when there is none yet"),  # noqa: B008
-    limit: int = Query(100, ge=1, le=MAX_EVENTS),  # noqa: B008
+    after: int = Query(0, ge=0, le=MAX_SEQ, description="return events with seq > after"),
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for a new event when there is none yet"),
+    limit: int = Query(100, ge=1, le=MAX_EVENTS),
 ) -> dict[str, Any]:
     """Without `wait`, answers at once. With `wait`, answers as soon as an event after `after`
     exists (woken by PostgreSQL NOTIFY or the Redis channel layer, else polling every 0.25 s), or with
     an empty page when `wait` seconds pass."""
     await sync_to_async(_require)(request, VIEW_RUNS)
     page = await sync_to_async(_events_page)(run_id, after, limit)
-    if not page["items"] and wait > 0 and page["status"] not in TERMINAL:
-        if await tail.wait_for_events(run_id, after, wait):
-            page = await sync_to_async(_events_page)(run_id, after, limit)
+    waiting = not page["items"] and wait > 0 and page["status"] not in TERMINAL
+    if waiting and await tail.wait_for_events(run_id, after, wait):
+        page = await sync_to_async(_events_page)(run_id, after, limit)
     return page
 
 
@@ -422,7 +422,7 @@ async def _stream(run_id: int, after: int) -> Any:
 async def stream_events(
     request: HttpRequest,
     run_id: int,
-    after: int | None = Query(None, ge=0, le=MAX_SEQ, description="start after this seq (Last-Event-ID wins)"),  # noqa: B008
+    after: int | None = Query(None, ge=0, le=MAX_SEQ, description="start after this seq (Last-Event-ID wins)"),
 ) -> StreamingHttpResponse:
     """Each event is sent as `id: <seq>`, `event: <type>`, `data: <JSON>`. A reconnecting EventSource
     sends Last-Event-ID and gets what it missed. When the run is finished the server sends

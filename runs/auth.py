@@ -55,9 +55,9 @@ class SessionCookie(APIKeyCookie):
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return None
-        if request.method not in SAFE_METHODS and not getattr(request, "_ninja_csrf_exempt", False):
-            if check_csrf(request) is not None:
-                raise HttpError(403, "CSRF check failed: send the csrftoken cookie's value in the X-CSRFToken header")
+        unsafe = request.method not in SAFE_METHODS and not getattr(request, "_ninja_csrf_exempt", False)
+        if unsafe and check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: send the csrftoken cookie's value in the X-CSRFToken header")
         return user
 
 

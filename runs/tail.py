@@ -82,7 +82,7 @@ async def _redis_wakeups(run_id: int, woken: asyncio.Event) -> None:
         while True:
             await layer.receive(channel)
             woken.set()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  Redis away: the waiter polls
         log.warning("channel layer wake-ups for run %s stopped: %s", run_id, exc)
     finally:
         with contextlib.suppress(Exception):

@@ -14,19 +14,9 @@ from durable import control
 from durable.models import Run, Status
 from runs.api import api
 from runs.models import ApiToken
-from tests.runs.api_support import (  # noqa: F401
-    API_ROLES,
-    _close_listeners,
-    api_client,
-    body,
-    cast,
-    make_run,
-    make_user,
-    snapshot,
-    stream_text,
-    tokens,
-)
+from tests.runs.api_support import API_ROLES, body, make_run, snapshot, stream_text
 
+pytest_plugins = ["tests.runs.api_support"]
 pytestmark = pytest.mark.django_db
 
 OK, CREATED, UNAUTHORIZED, FORBIDDEN = 200, 201, 401, 403

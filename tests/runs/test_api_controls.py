@@ -11,8 +11,9 @@ from django.test import override_settings
 
 from durable import control
 from durable.models import Event, Run, Signal, Status
-from tests.runs.api_support import _close_listeners, api_client, body, cast, make_run, snapshot, tokens  # noqa: F401
+from tests.runs.api_support import body, make_run, snapshot
 
+pytest_plugins = ["tests.runs.api_support"]
 pytestmark = pytest.mark.django_db
 
 

@@ -15,7 +15,9 @@ from django.test import AsyncClient
 from durable import journal
 from durable.models import Run, Status
 from runs import api as api_module
-from tests.runs.api_support import _close_listeners, api_client, body, cast, make_run, stream_text, tokens  # noqa: F401
+from tests.runs.api_support import body, make_run, stream_text
+
+pytest_plugins = ["tests.runs.api_support"]
 
 
 def append_event(run_id: int, kind: str = "step.completed", *, finish: bool = False) -> None:

@@ -11,8 +11,8 @@ from django.test import Client
 from django.urls import reverse
 
 from runs.models import ApiToken, hash_token
-from tests.runs.api_support import _close_listeners, cast, make_user  # noqa: F401
 
+pytest_plugins = ["tests.runs.api_support"]
 pytestmark = pytest.mark.django_db
 
 TOKEN = re.compile(r"dur_[A-Za-z0-9_-]{20,}")
