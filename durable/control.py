@@ -213,22 +213,39 @@ def retry(run_id: Any, *, user: Any = None) -> str:
     """Re-queue a failed or dead-lettered run. Its failed step runs again with a fresh retry budget;
     the completed steps before it come back from the journal."""
     run = get_run(run_id)
-    now, now_params = journal.now_sql()
     with transaction.atomic():
-        row = journal.update_run(
-            run.pk,
-            set_sql=f"status = 'queued', error = '', output = NULL, finished_at = NULL, stalls = 0, dispatched_at = {now}",
-            set_params=now_params,
-            where_sql="status IN ('failed', 'dead')",
-            new_events=1,
-        )
-        if row is None:
+        if not _retry(run, user):
             raise _refuse(run.pk, "retry", "failed or dead")
-        failed = list(run.steps.filter(status=StepStatus.FAILED).values_list("seq", flat=True))
-        run.steps.filter(status=StepStatus.FAILED).update(status=StepStatus.ERROR, attempts=0)
-        journal.insert_events(run.pk, row[0], [("run.retried", {"steps": failed, **_actor(user)})])
-        dispatch(run.pk)
     return Status.QUEUED
+
+
+def _retry(run: Run, user: Any) -> bool:
+    now, now_params = journal.now_sql()
+    row = journal.update_run(
+        run.pk,
+        set_sql=f"status = 'queued', error = '', output = NULL, finished_at = NULL, stalls = 0, dispatched_at = {now}",
+        set_params=now_params,
+        where_sql="status IN ('failed', 'dead')",
+        new_events=1,
+    )
+    if row is None:
+        return False
+    # Only the step that failed the run: the journal's last entry. An earlier failure the
+    # workflow caught and handled is history; running it again could change the path the
+    # workflow took after it and fail the replay.
+    last = run.steps.order_by("-seq").values_list("seq", "status").first()
+    failed = [last[0]] if last is not None and last[1] == StepStatus.FAILED else []
+    run.steps.filter(seq__in=failed).update(status=StepStatus.ERROR, attempts=0)
+    if last is not None and last[1] == StepStatus.COMPLETED:
+        # A failed child run (ctx.child) is recorded as the outcome of a completed wait: retry the
+        # child (its own journal keeps its completed steps) and wait for it again.
+        child = Run.objects.filter(parent_id=run.pk, parent_seq=last[0]).first()
+        if child is not None and _retry(child, user):
+            failed = [last[0]]
+            run.steps.filter(seq=last[0]).update(status=StepStatus.WAITING, output=None, finished_at=None)
+    journal.insert_events(run.pk, row[0], [("run.retried", {"steps": failed, **_actor(user)})])
+    dispatch(run.pk)
+    return True
 
 
 def resolve(run_id: Any, seq: int, *, happened: bool, output: Any = None, user: Any = None) -> str:
