@@ -92,7 +92,7 @@ def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[st
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--db", db,
            "--rounds", str(args.rounds), "--turns", str(args.turns)]
     print(f"== {db}: {args.rounds} rounds of {args.turns} turns", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"bench child for {db} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
@@ -111,7 +111,7 @@ def child(args: argparse.Namespace) -> None:
     from django.db import connection
 
     marks = define_bench_agent(args.turns)
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     drive_agent(marks, 20)  # warm-up: imports, prepared statements, caches
     for number in range(args.rounds):
         print(f"   round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)

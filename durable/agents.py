@@ -170,7 +170,8 @@ class Agent:
             return input
         if isinstance(input, dict) and isinstance(input.get("message"), str) and input["message"].strip():
             return str(input["message"])
-        raise InvalidInput(f'agent {self.name!r} takes {{"message": "..."}} as its input, got {short(dumps(input), 120)}')
+        got = short(dumps(input), 120)
+        raise InvalidInput(f'agent {self.name!r} takes {{"message": "..."}} as its input, got {got}')
 
     def run(self, ctx: Context, input: Any) -> dict[str, Any]:
         """The workflow function: the agent loop, every effect a journal entry."""
@@ -276,7 +277,7 @@ class AgentRun:
         self._add(message, seq)
 
     def run_tool(self, name: str, call: dict[str, Any]) -> tuple[str, bool]:
-        arguments = call.get("arguments")
+        arguments: Any = call.get("arguments")
         step_input: dict[str, Any] = {"call_id": call.get("id"), "arguments": arguments}
         tool_def = self.agent.tools_by_name.get(name)
         problem = self.refusal(name, arguments, tool_def.parameters if tool_def else None)
@@ -299,7 +300,7 @@ class AgentRun:
         return (output if isinstance(output, str) else dumps(output)), False
 
     def hand_off(self, handoff: Handoff, call: dict[str, Any]) -> tuple[str, bool]:
-        arguments = call.get("arguments")
+        arguments: Any = call.get("arguments")
         problem = self.refusal(handoff.tool_name, arguments, HANDOFF_PARAMETERS)
         if problem:
             return self.refuse(handoff.tool_name, {"call_id": call.get("id"), "arguments": arguments}, problem)
@@ -374,7 +375,7 @@ def exception_text(error: str) -> str:
     lines = error.rstrip().splitlines()
     tail: list[str] = []
     for line in reversed(lines):
-        if line.startswith((" ", "\t")) or line.startswith("Traceback"):
+        if line.startswith((" ", "\t", "Traceback")):
             break
         tail.insert(0, line)
     text = "\n".join(tail) or (lines[-1] if lines else "error")

@@ -505,7 +505,8 @@ def _report(write: Write, run: Run, before: dict[int, Step], cut: int, killed_at
             then, now = "in flight: cut off", f"ran (again) on worker {who}"
         else:
             then, now = "-", f"ran on worker {who}"
-        write(f"{step.seq:>4}  {step.kind:<5} {step.name:<22} {then:<22} {now:<30} {'' if effect is None else effect:>7}")
+        count = "" if effect is None else effect
+        write(f"{step.seq:>4}  {step.kind:<5} {step.name:<22} {then:<22} {now:<30} {count:>7}")
     write("")
     if isinstance(run.output, dict):
         write(f"answer: {run.output.get('output')}")

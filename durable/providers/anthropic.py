@@ -97,7 +97,8 @@ def parse_message(data: Any) -> ModelResponse:
     content = data.get("content") if isinstance(data, dict) else None
     if not isinstance(content, list):
         raise ProviderError(f"anthropic: malformed response: no content in {short(json.dumps(data, default=str), 200)}")
-    texts, calls = [], []
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
     for block in content:
         kind = (block or {}).get("type")
         if kind == "text":

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from durable import agents, registry
-from durable.models import Run, Status
+from durable.models import TERMINAL, Run, Status
 from durable.providers import scripted
 from tests.conftest import drain
 from tests.durable.conftest import _close_stray_connections  # noqa: F401  (the heartbeat's PostgreSQL session)
@@ -58,7 +58,7 @@ def drain_tree(run_id: int, *, rounds: int = 20) -> Run:
         run = drain(run_id)
         if run.status != Status.WAITING:
             return run
-        children = Run.objects.filter(parent_id=run_id).exclude(status__in=[Status.SUCCEEDED, Status.FAILED, Status.CANCELLED])
+        children = Run.objects.filter(parent_id=run_id).exclude(status__in=TERMINAL)
         if not children:
             return run
         for child in children:

@@ -80,8 +80,7 @@ class FakeModelServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def start(self) -> FakeModelServer:
         self._thread.start()

@@ -70,7 +70,8 @@ def test_it_makes_each_model_call_and_each_tool_call_its_own_step(register_agent
                           "usage": run.output["usage"]}
     llm = run.steps.get(seq=0).output
     assert set(llm) >= {"message", "usage", "latency_ms", "cost_usd"}
-    assert run.output["usage"]["input_tokens"] == llm["usage"]["input_tokens"] + run.steps.get(seq=3).output["usage"]["input_tokens"]
+    last = run.steps.get(seq=3).output
+    assert run.output["usage"]["input_tokens"] == llm["usage"]["input_tokens"] + last["usage"]["input_tokens"]
 
 
 def test_it_sends_a_model_step_only_what_is_new_and_references_to_the_rest(register_agent, script):

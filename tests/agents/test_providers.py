@@ -155,8 +155,10 @@ def test_it_speaks_the_anthropic_wire_format(server, weather_agent, wire):
     assert first["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Weather in Lisbon?"}]}]
     assert first["tools"][0]["name"] == "get_weather" and first["tools"][0]["input_schema"]["required"] == ["city"]
     assistant, results = second["messages"][1:]
-    assert assistant["content"] == [{"type": "text", "text": "Let me look."},
-                                    {"type": "tool_use", "id": "tu_1", "name": "get_weather", "input": {"city": "Lisbon"}}]
+    assert assistant["content"] == [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "tu_1", "name": "get_weather", "input": {"city": "Lisbon"}},
+    ]
     assert results["role"] == "user" and results["content"][0]["type"] == "tool_result"
     assert results["content"][0]["tool_use_id"] == "tu_1"
 

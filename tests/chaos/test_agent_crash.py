@@ -23,7 +23,15 @@ from durable import control
 from durable.models import Run, Status, Step, StepStatus
 from tests.agents import chaos_agent
 from tests.agents.fakes import FakeModelServer, Reply, Request, openai_reply, serving
-from tests.chaos.harness import BASE_DIR, Worker, WorkerPool, database_env, effect_counts, wait_status, wait_until
+from tests.chaos.harness import (
+    BASE_DIR,
+    Worker,
+    WorkerPool,
+    database_env,
+    effect_counts,
+    wait_status,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 
