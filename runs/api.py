@@ -50,10 +50,19 @@ MAX_SEQ = 2**31 - 1
 STREAM_SECONDS = 300.0
 KEEPALIVE_SECONDS = 15.0
 
+DESCRIPTION = """Browse runs, follow their events live, start and steer them.
+
+Authenticate with a personal token from the API tokens page (`Authorization: Bearer dur_...`) or
+with the browser session (unsafe methods then need the `X-CSRFToken` header). Reading needs the
+operator role (durable.view_run); starting and controlling runs needs the run admin role
+(durable.control_run). Errors are `{"detail": ...}`: 401, 403, 404, 409 (a control the run's status
+does not allow), 400 (malformed JSON, unknown workflow), 413 (payload too large), 422 (schema). A
+refused request changes nothing."""
+
 api = NinjaAPI(
     title="durable",
     version="1",
-    description=__doc__ or "",
+    description=DESCRIPTION,
     urls_namespace="api",
     auth=api_auth,
 )
