@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Count
+from django.utils import timezone
 from django_q.models import OrmQ
 
 from durable.models import TERMINAL, Event, Run, Status, Step, StepStatus
@@ -49,6 +51,15 @@ def test_it_writes_consistent_journals() -> None:
             assert run.error
         if run.status == Status.SUCCEEDED:
             assert run.output is not None
+
+
+def test_it_spreads_runs_over_the_past_days_and_never_the_future() -> None:
+    seed(100, steps_run=50, days=30)
+    now = timezone.now()
+    assert not Run.objects.filter(created_at__lt=now - dt.timedelta(days=31)).exists()
+    assert not Run.objects.filter(created_at__gt=now).exists()
+    assert not Run.objects.filter(finished_at__gt=now).exists()
+    assert not Step.objects.filter(finished_at__gt=now).exists()
 
 
 def test_it_makes_varied_searchable_runs() -> None:
