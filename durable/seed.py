@@ -223,7 +223,7 @@ class _Builder:
                 )
             else:
                 output = f'{{"ok": true, "items": {int(rng.random() * 40)}}}'
-            step_status = "failed" if failed else "completed"
+            step_status = StepStatus.FAILED.value if failed else StepStatus.COMPLETED.value
             attempts = 3 if failed else 1
             steps.append((
                 None, seq, name, kind, step_status, f'{{"args": [{topic_js}, {seq}]}}', output,
