@@ -223,6 +223,13 @@ class RunListConsumer(LiveConsumer):
     async def settle(self) -> None:
         await asyncio.sleep(LIST_MIN_INTERVAL)
 
+    def poll_seconds(self) -> float:
+        """Wake in time for counts held back by the COUNTS_MIN_INTERVAL throttle."""
+        seconds = super().poll_seconds()
+        if self.counts_due:
+            seconds = min(seconds, max(0.0, self.counts_at + COUNTS_MIN_INTERVAL - time.monotonic()))
+        return seconds
+
     def next_batch(self) -> tuple[str, bool]:
         changed = self.changed_rows()
         new = self.new_rows()
