@@ -253,3 +253,10 @@ def test_it_pauses_resumes_and_cancels_from_the_page(servers: Any, browser_page:
     page.screenshot(path=str(SCREENSHOTS / "list.png"))
     control.cancel(longer.pk)
 
+    # Dark mode: the toggle wins over the system setting and is remembered.
+    page.emulate_media(color_scheme="light")
+    page.click("[data-theme-toggle]")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+
