@@ -28,7 +28,11 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def ensure_roles(**kwargs: Any) -> None:
+def ensure_roles(app_config: Any = None, **kwargs: Any) -> None:
+    # After the apps whose permissions the roles use have migrated (their permissions are created
+    # by an earlier post_migrate receiver), not once per installed app.
+    if app_config is not None and app_config.label not in {"durable", "approvals"}:
+        return
     for group_name, perms in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=group_name)
         wanted = []
