@@ -86,13 +86,23 @@ def reply(history: list[dict[str, str]]) -> dict[str, str]:
 
 @workflow("bench.conversation", version="1")
 def bench_conversation(ctx: Any, input: dict[str, Any]) -> int:
-    """A conversation of `history` bytes is built by the first step (and so journaled); then N
-    steps each take the whole conversation as their argument and return one new ~200-byte message."""
+    """A conversation of `history` bytes is built by the first step (and so journaled); then N model
+    steps each see the whole conversation and answer with one new ~200-byte message.
+
+    "agent" (what durable.agents does): the step's recorded argument is only what is new since the
+    previous model call (the last message and the step it builds on); the conversation itself
+    reaches the body through the closure. "naive": the whole conversation is the step's argument,
+    so the step's input record carries it every time (capped at 64 KB by describe_args)."""
     steps = int(input.get("steps", 10))
+    naive = input.get("mode") == "naive"
     history = ctx.step(_history, int(input.get("history", 200)), name="history")
     _mark()
     for _ in range(steps):
-        ctx.step(reply, history, name="reply")
+        if naive:
+            ctx.step(reply, history, name="reply")
+        else:
+            sent = {"builds_on": [ctx.position - 1], "new_messages": history[-1:]}
+            ctx.step(lambda sent, history=history: reply(history), sent, name="reply")
     _mark()
     return steps
 

@@ -60,6 +60,10 @@ class Lease:
     held_since: float = field(default_factory=time.monotonic)
     # monotonic time of the last write that extended the lease (claim, heartbeat, checkpoint)
     renewed: float = field(default_factory=time.monotonic)
+    # what the claim learnt: the parent run (finish wakes it), and whether any journal exists
+    parent_known: bool = False
+    parent_id: int | None = None
+    has_journal: bool = True
 
     def db_now(self) -> datetime:
         return timezone.now() + self.clock_offset
@@ -71,29 +75,14 @@ class Lease:
 def claim(run_id: int) -> Lease | None:
     """Take a queued run: one conditional UPDATE that also raises the fence. None if not queued."""
     worker = worker_id()
-    now, now_params = journal.now_sql()
-    expires, exp_params = journal.now_sql(conf("LEASE_SECONDS"))
-    db_clock = "statement_timestamp()" if journal.is_postgres() else "NULL"
-    with transaction.atomic():
-        row = journal.update_run(
-            run_id,
-            set_sql=(
-                f"status = 'running', lease_owner = %s, lease_epoch = lease_epoch + 1, "
-                f"lease_expires_at = {expires}, claims = claims + 1, wake_at = NULL, "
-                f"started_at = COALESCE(started_at, {now})"
-            ),
-            set_params=[worker, *exp_params, *now_params],
-            where_sql="status = 'queued'",
-            new_events=1,
-            returning=f"lease_epoch, workflow, workflow_version, input, {db_clock}",
-        )
-        if row is None:
-            return None
-        event_seq, epoch, workflow, version, raw_input, db_now = row
-        journal.insert_events(run_id, event_seq, [("run.claimed", {"worker": worker, "epoch": epoch})])
+    row = journal.claim_run(run_id, worker, conf("LEASE_SECONDS"))
+    if row is None:
+        return None
+    event_seq, epoch, workflow, version, raw_input, db_now, parent_id, has_steps = row
     offset = (journal.parse_ts(db_now) - timezone.now()) if db_now is not None else timedelta(0)
     raw = json.loads(raw_input) if isinstance(raw_input, str) else raw_input
-    return Lease(run_id, int(epoch), worker, workflow, version, raw, offset)
+    return Lease(run_id, int(epoch), worker, workflow, version, raw, offset,
+                 parent_known=True, parent_id=parent_id, has_journal=bool(has_steps))
 
 
 def drive(run_id: int) -> str:
@@ -120,7 +109,7 @@ def execute(lease: Lease) -> str:
     except UnknownWorkflow as exc:
         finish(lease, Status.FAILED, error=str(exc))
         return "failed"
-    entries = journal.load_journal(lease.run_id)
+    entries = journal.load_journal(lease.run_id) if lease.has_journal else {}
     if definition.version != lease.version:
         if entries:
             # Never mix two definitions in one run: a person continues on the new one or cancels.
@@ -155,6 +144,22 @@ def finish(lease: Lease, status: str, *, output_json: str | None = None, error: 
     """Record the run's outcome, fenced; wake the parent run waiting on it."""
     now, now_params = journal.now_sql()
     where, where_params = lease.fence_sql()
+    summary = error.strip().splitlines()[-1] if error.strip() else ""
+    if lease.parent_known and lease.parent_id is None:  # no parent to wake: one statement
+        row = journal.change_run(
+            lease.run_id,
+            set_sql=(
+                f"status = %s, output = {journal.json_param()}, error = %s, finished_at = {now}, "
+                "lease_owner = '', lease_expires_at = NULL, wake_at = NULL"
+            ),
+            set_params=[status, output_json, error, *now_params],
+            where_sql=where,
+            where_params=where_params,
+            event=(f"run.{status}", {"error": summary} if error else {}),
+        )
+        if row is None:
+            raise FencedOut(lease.run_id)
+        return
     with transaction.atomic():
         row = journal.update_run(
             lease.run_id,
@@ -171,7 +176,6 @@ def finish(lease: Lease, status: str, *, output_json: str | None = None, error: 
         if row is None:
             raise FencedOut(lease.run_id)
         event_seq, parent_id = row
-        summary = error.strip().splitlines()[-1] if error.strip() else ""
         journal.insert_events(lease.run_id, event_seq, [(f"run.{status}", {"error": summary} if error else {})])
         if parent_id is not None:
             wake(parent_id, reason="child", child=lease.run_id)

@@ -100,13 +100,106 @@ def insert_events(run_id: int, last_seq: int, events: Sequence[tuple[str, dict[s
     params: list[Any] = []
     for offset, (kind, data) in enumerate(events):
         params += [run_id, first + offset, kind, dumps(data), *now_params]
+    values = ", ".join([row] * len(events))
+    if is_postgres():
+        # the NOTIFY rides in the same statement (one round trip); delivered at commit as ever
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) SELECT v.* FROM (VALUES {values}) "
+                "AS v (run_id, seq, type, data, created_at), (SELECT pg_notify('durable_events', %s)) AS n",
+                [*params, f"{run_id}:{last_seq}"],
+            )
+        from durable import live
+
+        live.poke_on_commit(run_id, last_seq)
+        return
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) VALUES "
-            + ", ".join([row] * len(events)),
-            params,
-        )
+        cursor.execute(f"INSERT INTO {EVENT} (run_id, seq, type, data, created_at) VALUES {values}", params)
     notify(run_id, last_seq)
+
+
+def change_run(
+    run_id: int,
+    *,
+    set_sql: str,
+    set_params: Sequence[Any] = (),
+    where_sql: str,
+    where_params: Sequence[Any] = (),
+    returning: str = "status",
+    event: tuple[str, dict[str, Any]],
+) -> tuple[Any, ...] | None:
+    """`update_run` plus its one event, atomically: the row (event_seq first) or None (nothing
+    changed). On PostgreSQL one statement (data-modifying CTE), committed by itself in autocommit or
+    part of the caller's transaction; on SQLite both statements in a transaction of their own."""
+    if not is_postgres():
+        from django.db import transaction
+
+        with transaction.atomic(savepoint=False):
+            row = update_run(run_id, set_sql=set_sql, set_params=set_params, where_sql=where_sql,
+                             where_params=where_params, new_events=1, returning=returning)
+            if row is not None:
+                insert_events(run_id, row[0], [event])
+        return row
+    sql = (
+        f"WITH r AS (UPDATE {RUN} SET {set_sql}, event_seq = event_seq + 1, updated_at = statement_timestamp() "
+        f"WHERE id = %s AND ({where_sql}) RETURNING event_seq, {returning}, id AS durable_run_id), "
+        f"e AS (INSERT INTO {EVENT} (run_id, seq, type, data, created_at) "
+        "SELECT durable_run_id, event_seq, %s, %s::jsonb, statement_timestamp() FROM r) "
+        "SELECT *, pg_notify('durable_events', durable_run_id || ':' || event_seq) FROM r"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*set_params, run_id, *where_params, event[0], dumps(event[1])])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    from durable import live
+
+    live.poke_on_commit(run_id, row[0])
+    return tuple(row[:-2])  # without durable_run_id and the NOTIFY
+
+
+def claim_run(run_id: int, worker: str, lease_seconds: float) -> tuple[Any, ...] | None:
+    """Take a queued run: raise the fence, take the lease, record `run.claimed`, atomically.
+    Returns (event_seq, epoch, workflow, version, input, db clock or None, parent_id, has_steps) or
+    None when the run is not queued. One statement on PostgreSQL."""
+    now, now_params = now_sql()
+    expires, exp_params = now_sql(lease_seconds)
+    pg = is_postgres()
+    set_sql = (
+        "status = 'running', lease_owner = %s, lease_epoch = lease_epoch + 1, "
+        f"lease_expires_at = {expires}, claims = claims + 1, wake_at = NULL, started_at = COALESCE(started_at, {now})"
+    )
+    # A run no worker ever checkpointed has no journal to load: say so, and save the query.
+    returning = (
+        f"lease_epoch, workflow, workflow_version, input, {'statement_timestamp()' if pg else 'NULL'}, "
+        f"parent_id, EXISTS (SELECT 1 FROM {STEP} WHERE {STEP}.run_id = {RUN}.id)"
+    )
+    set_params = [worker, *exp_params, *now_params]
+    if not pg:
+        from django.db import transaction
+
+        with transaction.atomic(savepoint=False):
+            row = update_run(run_id, set_sql=set_sql, set_params=set_params, where_sql="status = 'queued'",
+                             new_events=1, returning=returning)
+            if row is not None:
+                insert_events(run_id, row[0], [("run.claimed", {"worker": worker, "epoch": row[1]})])
+        return row
+    sql = (
+        f"WITH r AS (UPDATE {RUN} SET {set_sql}, event_seq = event_seq + 1, updated_at = statement_timestamp() "
+        f"WHERE id = %s AND status = 'queued' RETURNING event_seq, {returning}, id AS durable_run_id), "
+        f"e AS (INSERT INTO {EVENT} (run_id, seq, type, data, created_at) SELECT durable_run_id, event_seq, "
+        "'run.claimed', jsonb_build_object('worker', %s::text, 'epoch', lease_epoch), statement_timestamp() FROM r) "
+        "SELECT *, pg_notify('durable_events', durable_run_id || ':' || event_seq) FROM r"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*set_params, run_id, worker])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    from durable import live
+
+    live.poke_on_commit(run_id, row[0])
+    return tuple(row[:-2])
 
 
 def append_events(run_id: int, events: Sequence[tuple[str, dict[str, Any]]]) -> int:
