@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -48,7 +48,7 @@ class Cursor:
 
 
 class CursorField(forms.CharField):
-    default_error_messages = {"invalid": "Not a page position from this list."}
+    default_error_messages: ClassVar[dict[str, str]] = {"invalid": "Not a page position from this list."}
 
     def to_python(self, value: Any) -> Cursor | None:
         value = super().to_python(value)

@@ -100,7 +100,7 @@ class Hub:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: log, poll meanwhile, retry
                 log.warning("LISTEN %s: cannot connect (%s); consumers poll meanwhile", CHANNEL, exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
@@ -114,7 +114,7 @@ class Hub:
                         self.wake(int(run_part))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: log, poll meanwhile, reconnect
                 log.warning("LISTEN %s lost (%s); reconnecting", CHANNEL, exc)
             finally:
                 self.listening = False

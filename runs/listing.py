@@ -8,6 +8,7 @@ the page shows. Queries are shaped for 100,000+ runs: one indexed range scan per
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connection
 from django.db.models import CharField, Count, F, Q, QuerySet, TextField, Value

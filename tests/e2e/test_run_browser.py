@@ -27,7 +27,9 @@ from django.db import connection
 
 from durable import control
 from durable.models import Run, Status
-from tests.runs.ui import PASSWORD, _end_stray_sessions, make_user  # noqa: F401
+from tests.runs.ui import PASSWORD, make_user
+
+pytest_plugins = ["tests.runs.ui"]  # fixtures: users, client_for; ends stray PostgreSQL sessions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

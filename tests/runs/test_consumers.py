@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from typing import Any
@@ -19,7 +18,9 @@ from durable import control, journal, live
 from durable.models import Run, Status
 from runs import consumers, routing
 from tests.conftest import drain
-from tests.runs.ui import _end_stray_sessions, make_run, users  # noqa: F401
+from tests.runs.ui import make_run
+
+pytest_plugins = ["tests.runs.ui"]  # fixtures: users, client_for; ends stray PostgreSQL sessions
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,9 @@ from django.urls import URLPattern, reverse
 
 from durable.models import Status
 from runs import routing, site_urls, urls
-from tests.runs.ui import ROLES, _end_stray_sessions, client_for, make_run, users  # noqa: F401
+from tests.runs.ui import ROLES, make_run
+
+pytest_plugins = ["tests.runs.ui"]  # fixtures: users, client_for; ends stray PostgreSQL sessions
 
 OK, REDIRECT, FORBIDDEN = 200, 302, 403
 LOGIN = "login"  # anonymous users are redirected to the login page

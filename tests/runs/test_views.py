@@ -13,7 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from durable.models import Run, Status
-from tests.runs.ui import _end_stray_sessions, client_for, make_run, users  # noqa: F401
+from tests.runs.ui import make_run
+
+pytest_plugins = ["tests.runs.ui"]  # fixtures: users, client_for; ends stray PostgreSQL sessions
 
 pytestmark = pytest.mark.django_db
 

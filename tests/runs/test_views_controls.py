@@ -11,7 +11,9 @@ from django.urls import reverse
 
 from durable import control
 from durable.models import Event, Run, Status
-from tests.runs.ui import PASSWORD, _end_stray_sessions, client_for, make_run, users  # noqa: F401
+from tests.runs.ui import PASSWORD, make_run
+
+pytest_plugins = ["tests.runs.ui"]  # fixtures: users, client_for; ends stray PostgreSQL sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -129,7 +131,7 @@ def test_it_shows_start_errors_next_to_the_field(client_for: Any, data: dict[str
     response = client_for("runadmin").post(reverse("runs:start"), data)
     assert response.status_code == 400
     html = response.content.decode()
-    errors = re.search(rf'<ul class="field-errors" id="[a-z]+-errors">(.*?)</ul>', html, re.S)
+    errors = re.search(r'<ul class="field-errors" id="[a-z]+-errors">(.*?)</ul>', html, re.DOTALL)
     assert errors and message in errors.group(1)
     assert f'id="id_{field}"' in html
     assert Run.objects.count() == 0

@@ -14,7 +14,9 @@ from django.utils import timezone
 
 from durable.models import Event, Run, Status
 from runs import presenters
-from tests.runs.ui import _end_stray_sessions, client_for, make_run, users  # noqa: F401
+from tests.runs.ui import make_run
+
+pytest_plugins = ["tests.runs.ui"]  # fixtures: users, client_for; ends stray PostgreSQL sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +130,7 @@ def test_it_lists_the_latest_events_and_loads_earlier_ones(client_for: Any, monk
     client = client_for("operator")
     html = detail(client, run)
     assert 'id="ev-9"' in html and 'id="ev-5"' in html and 'id="ev-4"' not in html
-    assert f'?before=5' in html
+    assert '?before=5' in html
     earlier = client.get(reverse("runs:events", args=[run.pk]), {"before": 5}, HTTP_HX_REQUEST="true")
     fragment = earlier.content.decode()
     assert 'id="ev-4"' in fragment and 'id="ev-1"' in fragment and "?before=" not in fragment
