@@ -317,7 +317,9 @@ def drive_tree(run_id: int, *, rounds: int = 50) -> Run:
 
 def print_transcript(run: Run, write: Write, indent: str = "") -> None:
     write(f"{indent}run {run.pk} {run.workflow} v{run.workflow_version} [{run.status}]")
-    message = run.input.get("message") if isinstance(run.input, dict) else run.input
+    first = run.steps.filter(seq=0, kind="llm").values_list("input", flat=True).first()
+    sent = (first or {}).get("args", [{}])[0].get("new_messages", []) if isinstance(first, dict) else []
+    message = sent[0]["content"] if sent else None  # the first message, however the agent built it
     if message:
         write(f"{indent}  user: {message}")
     for step in run.steps.order_by("seq"):
