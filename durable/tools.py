@@ -77,7 +77,8 @@ class Tool:
         return bool(self.requires_approval)
 
     def spec(self) -> JSON:
-        """What the model is shown plus the durable flags: part of the agent's version hash."""
+        """What the model is shown plus the durable flags: part of the agent's version hash (the retry
+        policy is not: changing it does not change what a run does, only how hard it tries)."""
         return {
             "name": self.name,
             "description": self.description,
@@ -85,7 +86,6 @@ class Tool:
             "transactional": self.transactional,
             "at_most_once": self.at_most_once,
             "requires_approval": self.approval_mark(),
-            "retry": [self.retry.max_attempts, self.retry.backoff, self.retry.multiplier, self.retry.max_backoff],
             **({"meta": dict(self.meta)} if self.meta else {}),
         }
 
