@@ -1,3 +1,17 @@
-from durable.schema import SchemaError, validate
+"""Edited arguments are checked with the same validator the agents use for model-proposed ones."""
 
-__all__ = ["SchemaError", "validate"]
+from __future__ import annotations
+
+from typing import Any
+
+from durable.tools import validate as errors_of
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def validate(value: Any, schema: dict[str, Any]) -> None:
+    errors = errors_of(value, schema)
+    if errors:
+        raise SchemaError("; ".join(errors))
