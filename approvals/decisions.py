@@ -19,6 +19,7 @@ from approvals.schema import SchemaError, validate
 from durable import journal
 from durable.errors import DurableError
 from durable.executor import wake
+from durable.models import TERMINAL, Run
 
 DECIDE_PERMISSION = "approvals.decide_approval"
 
@@ -43,8 +44,18 @@ class AlreadyDecided(ApprovalError):
     def __init__(self, approval: Approval):
         who = approval.decided_by.get_username() if approval.decided_by else approval.decided_how or "the system"
         when = approval.decided_at.isoformat(timespec="seconds") if approval.decided_at else ""
-        super().__init__(f"approval {approval.pk} was already {approval.status} by {who} {when}".strip())
+        if approval.status == ApprovalStatus.CANCELLED:
+            message = f"approval {approval.pk} was cancelled with its run {approval.run_id} {when}: nothing will run"
+        else:
+            message = f"approval {approval.pk} was already {approval.status} by {who} {when}"
+        super().__init__(message.strip())
         self.approval = approval
+
+
+class RunFinished(ApprovalError):
+    """The approval is still pending but its run already ended: a decision could change nothing."""
+
+    status_code = 409
 
 
 class InvalidArguments(ApprovalError):
@@ -133,6 +144,9 @@ def request(
     from approvals import notify
 
     notify.enqueue(approval.pk, "requested")
+    from approvals import live
+
+    live.poke_on_commit()
     return approval
 
 
@@ -160,6 +174,21 @@ def get_approval(approval_id: Any) -> Approval:
         return Approval.objects.select_related("run", "decided_by").get(pk=int(approval_id))
     except (TypeError, ValueError, Approval.DoesNotExist):
         raise ApprovalNotFound(f"no approval with id {approval_id!r}") from None
+
+
+def _lock(approval_id: Any) -> Approval:
+    """Lock the approval's run, then the approval (inside a transaction). Cancel takes the same
+    order (it updates the run, then closes its approvals); the opposite order deadlocks on
+    PostgreSQL when a cancel races a decision or an expiry (FI-15)."""
+    try:
+        pk = int(approval_id)
+        run_id = Approval.objects.filter(pk=pk).values_list("run_id", flat=True).first()
+    except (TypeError, ValueError, OverflowError):
+        run_id = None
+    if run_id is None:
+        raise ApprovalNotFound(f"no approval with id {approval_id!r}")
+    list(Run.objects.select_for_update().filter(pk=run_id).values_list("pk", flat=True))
+    return Approval.objects.select_for_update(of=("self",)).select_related("run").get(pk=pk)
 
 
 def may_decide(approval: Approval, user: AbstractBaseUser | AnonymousUser) -> str | None:
@@ -202,12 +231,11 @@ def decide(
         raise ApprovalError("a rejection needs a reason: it goes back to the agent")
     with transaction.atomic():
         # The row lock serialises deciders of one approval (quorum counting included).
-        try:
-            approval = Approval.objects.select_for_update().select_related("run").get(pk=int(approval_id))
-        except (TypeError, ValueError, Approval.DoesNotExist):
-            raise ApprovalNotFound(f"no approval with id {approval_id!r}") from None
+        approval = _lock(approval_id)
         if approval.status != ApprovalStatus.PENDING:
             raise AlreadyDecided(get_approval(approval.pk))
+        if approval.run.status in TERMINAL:
+            raise RunFinished(f"run {approval.run_id} already {approval.run.status}: this approval can change nothing")
         refusal = may_decide(approval, user)
         if refusal:
             raise NotAllowed(refusal)
@@ -312,7 +340,7 @@ def expire_due(now: datetime | None = None) -> int:
         status=ApprovalStatus.PENDING, expires_at__lte=now
     ).values_list("pk", flat=True)[:100]:
         with transaction.atomic():
-            approval = Approval.objects.select_for_update().get(pk=approval_id)
+            approval = _lock(approval_id)
             if approval.status != ApprovalStatus.PENDING or approval.expires_at is None or approval.expires_at > now:
                 continue
             rules = ApprovalPolicy.from_dict(approval.policy)

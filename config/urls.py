@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("runs.site_urls")),
     path("", include("runs.urls")),
+    path("approvals/", include("approvals.urls")),
     path("api/", api.urls),
     path("tokens/", include("runs.tokens")),
 ]

@@ -13,6 +13,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.urls import URLPattern, reverse
 
+from approvals import urls as approval_urls
 from durable.models import Status
 from runs import routing, site_urls, urls
 from tests.runs.ui import ROLES, make_run
@@ -27,6 +28,11 @@ VIEWERS = {"anonymous": LOGIN, "nobody": FORBIDDEN, "operator": OK, "reviewer": 
 CONTROLLERS = {"anonymous": LOGIN, "nobody": FORBIDDEN, "operator": FORBIDDEN, "reviewer": FORBIDDEN,
                "runadmin": REDIRECT, "staff": REDIRECT}
 SOCKETS = {"anonymous": DENY, "nobody": DENY, "operator": ACCEPT, "reviewer": ACCEPT, "runadmin": ACCEPT, "staff": ACCEPT}
+BAD = 400  # allowed in, but the empty POST of this matrix is not a valid request
+REVIEWERS = {"anonymous": LOGIN, "nobody": FORBIDDEN, "operator": FORBIDDEN, "reviewer": OK, "runadmin": FORBIDDEN,
+             "staff": OK}
+REVIEWER_SOCKETS = {"anonymous": DENY, "nobody": DENY, "operator": DENY, "reviewer": ACCEPT, "runadmin": DENY,
+                    "staff": ACCEPT}
 
 # route name -> (method, needs (run, step), expected per role)
 HTTP_MATRIX: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -43,16 +49,25 @@ HTTP_MATRIX: dict[str, tuple[str, str, dict[str, Any]]] = {
     "runs:resume": ("post", "run", CONTROLLERS),
     "runs:cancel": ("post", "run", CONTROLLERS),
     "runs:retry": ("post", "run", CONTROLLERS),
+    "approvals:inbox": ("get", "", REVIEWERS),
+    "approvals:history": ("get", "", REVIEWERS),
+    "approvals:detail": ("get", "approval", REVIEWERS),
+    "approvals:decide": ("post", "approval", REVIEWERS | {"reviewer": BAD, "staff": BAD}),
+    "approvals:preview": ("post", "approval", REVIEWERS),
+    "approvals:comment": ("post", "approval", REVIEWERS | {"reviewer": BAD, "staff": BAD}),
+    "approvals:bulk": ("post", "", REVIEWERS | {"reviewer": REDIRECT, "staff": REDIRECT}),
 }
 WS_MATRIX: dict[str, tuple[str, dict[str, Any]]] = {
     "ws-runs": ("/ws/runs/", SOCKETS),
     "ws-run": ("/ws/runs/{run}/", SOCKETS),
+    "ws-approvals": ("/ws/approvals/", REVIEWER_SOCKETS),
 }
 
 
 def http_routes() -> set[str]:
     names = {p.name for p in site_urls.urlpatterns if isinstance(p, URLPattern)}
     names |= {f"{urls.app_name}:{p.name}" for p in urls.urlpatterns if isinstance(p, URLPattern)}
+    names |= {f"{approval_urls.app_name}:{p.name}" for p in approval_urls.urlpatterns if isinstance(p, URLPattern)}
     return names
 
 
@@ -68,6 +83,10 @@ def test_it_answers_each_role_as_the_matrix_says(name: str, role: str, client_fo
     method, needs, expected = HTTP_MATRIX[name]
     run = make_run(steps=1, status=Status.QUEUED)
     kwargs = {"run_id": run.pk, "seq": 0} if needs == "step" else {"run_id": run.pk} if needs == "run" else {}
+    if needs == "approval":
+        from approvals import decisions
+
+        kwargs = {"approval_id": decisions.request(run_id=run.pk, seq=1, tool="refund", arguments={"amount": 1}).pk}
     url = reverse(name, kwargs=kwargs) + ("?before=1" if name == "runs:steps" else "")
     response = getattr(client_for(role), method)(url)
     if expected[role] == LOGIN:
