@@ -142,9 +142,9 @@ class Axis:
 
 
 def axis_for(run: Run, steps: list[Step], now: dt.datetime) -> Axis:
-    # created_at, not started_at: the origin must not move when a queued run starts while a page
-    # (or socket) already placed bars on the axis; the queueing time shows as the first gap.
-    origin = run.created_at
+    # The first claim (queueing time is in the header). It is set once, before the first step, so
+    # it never moves under bars a page already shows; a run not started yet has no bars.
+    origin = run.started_at or run.created_at
     if origin is None:
         return Axis(None, 1.0)
     end = run.finished_at or (now if run.status not in TERMINAL else None)
