@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db.models import Q
+from django.db import connection, models
+from django.db.models import F, Func, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
@@ -295,12 +297,13 @@ def list_runs(
     added, and deep pages cost the same as the first (index run_created_desc)."""
     _require(request, VIEW_RUNS)
     runs = Run.objects.order_by("-created_at", "-id")
-    if status:
-        runs = runs.filter(status__in=status)
-    if workflow:
-        runs = runs.filter(workflow=workflow)
     if started_by:
-        runs = runs.filter(started_by__username=started_by)
+        user_id = get_user_model().objects.filter(username=started_by).values_list("pk", flat=True).first()
+        runs = _list_filter(runs, "started_by_id", "exact", user_id) if user_id else runs.none()
+    if status:
+        runs = _list_filter(runs, "status", "in", status)
+    if workflow:
+        runs = _list_filter(runs, "workflow", "exact", workflow)
     if created_after:
         runs = runs.filter(created_at__gte=_aware(created_after))
     if created_before:
@@ -316,6 +319,26 @@ def list_runs(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
     return _json(request, {"items": rows, "next_cursor": next_cursor})
+
+
+# SQLite: see _list_filter
+UNINDEXED = {"status": models.CharField(), "workflow": models.CharField(), "started_by_id": models.BigIntegerField()}
+
+
+def _list_filter(runs: QuerySet[Run], column: str, lookup: str, value: Any) -> QuerySet[Run]:
+    """Filter the run list on one column.
+
+    SQLite without fresh statistics (it has no autovacuum) filters through the status or workflow
+    index and then sorts every match: 250 ms for status=succeeded over 100,000 runs. Behind SQLite's
+    unary `+` the column cannot use its index, so the page walks run_created_desc newest first and
+    stops at `limit` matches: about 1 ms, at worst one pass over that index (~50 ms per 100,000 runs)
+    for a filter that matches nothing. PostgreSQL's planner has statistics: the plain column.
+    """
+    if connection.vendor == "sqlite":
+        alias = f"{column}_noindex"
+        runs = runs.alias(**{alias: Func(F(column), template="+%(expressions)s", output_field=UNINDEXED[column])})
+        column = alias
+    return runs.filter(**{f"{column}__{lookup}": value})
 
 
 STEP_FIELDS = (
@@ -514,8 +537,3 @@ def send_event(request: HttpRequest, run_id: int, payload: SendEventIn) -> dict[
     status = Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
     return {"id": run_id, "status": status}
 
-
-# -- approvals (approvals/api.py): the same API object, authentication and error format ----------------
-from approvals.api import router as approvals_router  # noqa: E402
-
-api.add_router("/approvals", approvals_router)
