@@ -41,7 +41,8 @@ POLL_SECONDS = 0.5  # SQLite, or while no wake-up source works
 SAFETY_POLL_SECONDS = 2.0  # with NOTIFY or Redis pokes: in case one was lost
 LIST_MIN_INTERVAL = 0.3  # coalesce bursts of wake-ups on the list
 COUNTS_MIN_INTERVAL = 2.0  # the GROUP BY of the counts bar runs at most this often per socket
-NEW_RUN_OVERLAP = dt.timedelta(seconds=5)  # created_at is the transaction's clock, not commit order
+NEW_RUN_OVERLAP = dt.timedelta(seconds=5)
+RECHECK_SECONDS = 60.0  # how often a live socket checks that its user may still watch  # created_at is the transaction's clock, not commit order
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
@@ -102,8 +103,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return SAFETY_POLL_SECONDS if fast else POLL_SECONDS
 
     async def tail(self) -> None:
+        checked = time.monotonic()
         try:
             while True:
+                if time.monotonic() - checked > RECHECK_SECONDS:
+                    # A socket outlives its page's permission check: log out, a revoked role or a
+                    # deactivated account end it within RECHECK_SECONDS.
+                    if not await database_sync_to_async(self.still_allowed)():
+                        await self.close(code=CLOSE_FORBIDDEN)
+                        return
+                    checked = time.monotonic()
                 self.wake.clear()  # before reading, so a wake-up during the read is kept
                 html, more = await database_sync_to_async(self.next_batch)()
                 if html:
@@ -121,6 +130,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def settle(self) -> None:
         """Hook: the list waits a little so that a burst of wake-ups costs one refresh."""
+
+    def still_allowed(self) -> bool:
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        if user is None or not user.is_authenticated:
+            return False
+        if session is not None and session.session_key and not session.exists(session.session_key):
+            return False  # logged out (or the session expired)
+        fresh = type(user)._default_manager.filter(pk=user.pk).first()
+        return access.can_view_runs(fresh)
 
     def prepare(self) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError

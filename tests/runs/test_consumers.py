@@ -232,3 +232,24 @@ def append_silently(run_id: int) -> int:
         Run.objects.filter(pk=run_id).update(event_seq=seq)
     return seq
 
+
+
+async def test_it_closes_a_socket_whose_user_lost_permission(users: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    run = await database_sync_to_async(make_run)(steps=1)
+    communicator = await connect(f"/ws/runs/{run.pk}/?after=99", users["operator"])
+    assert await communicator.receive_nothing(timeout=0.3)
+    await database_sync_to_async(users["operator"].groups.clear)()
+    assert await closed_with(communicator) == 4403
+
+
+async def test_it_refuses_a_socket_from_a_foreign_origin(users: Any) -> None:
+    from config.asgi import application
+
+    run = await database_sync_to_async(make_run)(steps=1)
+    communicator = WebsocketCommunicator(
+        application, f"/ws/runs/{run.pk}/", headers=[(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")]
+    )
+    connected, _ = await communicator.connect()
+    assert not connected  # the Origin check is the websocket's CSRF defence
+    await communicator.disconnect()
