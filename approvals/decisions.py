@@ -121,6 +121,7 @@ def request(
     seq: int,
     tool: str,
     arguments: Any,
+    index: int = 0,
     policy: ApprovalPolicy | dict[str, Any] | None = None,
     schema: dict[str, Any] | None = None,
     summary: str = "",
@@ -131,6 +132,7 @@ def request(
     approval = Approval.objects.create(
         run_id=run_id,
         seq=seq,
+        index=index,
         tool=tool,
         arguments=arguments,
         arguments_hash=arguments_hash(run_id, seq, tool, arguments),

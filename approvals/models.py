@@ -21,6 +21,7 @@ class ApprovalStatus(models.TextChoices):
 class Approval(models.Model):
     run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="approvals")
     seq = models.IntegerField(help_text="the journal position of the approval step")
+    index = models.IntegerField(default=0, help_text="position among the approvals asked together")
     tool = models.CharField(max_length=200)
     arguments = models.JSONField()
     arguments_hash = models.CharField(max_length=64)
@@ -42,7 +43,7 @@ class Approval(models.Model):
     final_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="approval_run_seq")]
+        constraints = [models.UniqueConstraint(fields=["run", "seq", "index"], name="approval_run_seq_index")]
         indexes = [
             models.Index(fields=["status", "group", "-created_at"], name="approval_inbox"),
             models.Index(fields=["status", "expires_at"], name="approval_expiry"),

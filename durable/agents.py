@@ -213,8 +213,9 @@ class AgentRun:
             if not calls:
                 return self.result(reply["message"].get("content") or "")
             self.check_budget([str(c.get("name")) for c in calls])
-            for call in calls:
-                self.call_tool(call)
+            decisions = self.ask_approvals(calls)
+            for index, call in enumerate(calls):
+                self.call_tool(call, decisions.get(index))
 
     # -- model ---------------------------------------------------------------------------------------
     def call_model(self) -> dict[str, Any]:
@@ -265,26 +266,55 @@ class AgentRun:
             )
 
     # -- tools and handoffs ------------------------------------------------------------------------------
-    def call_tool(self, call: dict[str, Any]) -> None:
+    def ask_approvals(self, calls: list[dict[str, Any]]) -> dict[int, Any]:
+        """The gated calls of one response are asked for together: each approval is pending, and
+        decided, on its own; the run waits (no worker) until all are decided."""
+        gated: list[tuple[int, dict[str, Any]]] = []
+        for index, call in enumerate(calls):
+            name, arguments = str(call.get("name") or ""), call.get("arguments")
+            tool_def = self.agent.tools_by_name.get(name)
+            if tool_def is None or self.refusal(name, arguments, tool_def.parameters):
+                continue  # refused calls are recorded as failed tool steps, never sent to reviewers
+            policy = tool_def.approval_for(arguments)
+            if policy is not None:
+                gated.append((index, {
+                    "tool": name, "arguments": arguments, "policy": policy, "schema": tool_def.parameters,
+                    "summary": f"{self.agent.name} wants to call {name}",
+                }))
+        if not gated:
+            return {}
+        decided = self.ctx.approvals([request for _, request in gated], name="approval")
+        return {index: decision for (index, _), decision in zip(gated, decided, strict=True)}
+
+    def call_tool(self, call: dict[str, Any], decision: Any = None) -> None:
         name = str(call.get("name") or "")
         seq = self.ctx.position
         handoff = self.agent.handoffs_by_tool.get(name)
-        content, is_error = (self.hand_off(handoff, call) if handoff else self.run_tool(name, call))
+        content, is_error = (self.hand_off(handoff, call) if handoff else self.run_tool(name, call, decision))
         message: dict[str, Any] = {"role": "tool", "tool_call_id": call.get("id") or "", "name": name,
                                    "content": content}
         if is_error:
             message["is_error"] = True
         self._add(message, seq)
 
-    def run_tool(self, name: str, call: dict[str, Any]) -> tuple[str, bool]:
+    def run_tool(self, name: str, call: dict[str, Any], decision: Any = None) -> tuple[str, bool]:
         arguments: Any = call.get("arguments")
         step_input: dict[str, Any] = {"call_id": call.get("id"), "arguments": arguments}
         tool_def = self.agent.tools_by_name.get(name)
         problem = self.refusal(name, arguments, tool_def.parameters if tool_def else None)
         if problem or tool_def is None:
             return self.refuse(name, step_input, problem or "")
-        if tool_def.requires_approval:
-            step_input["requires_approval"] = tool_def.needs_approval(arguments)
+        if decision is not None:
+            if not decision.approved:
+                # the reviewer's reason is the tool's result: the model can explain or try otherwise
+                who = decision.decided_by or decision.how or "policy"
+                return f"not approved ({who}): {decision.reason or 'rejected'}", True
+            decision.verify(name, decision.arguments)  # only the approved call, bound by hash
+            arguments = decision.arguments
+            step_input["arguments"] = arguments
+            step_input["approved_by"] = decision.decided_by or decision.how
+            if arguments != call.get("arguments"):
+                step_input["proposed_arguments"] = call.get("arguments")
         agent_name, run_input = self.agent.name, self.input
 
         def body(_input: dict[str, Any]) -> Any:

@@ -273,34 +273,49 @@ class Context:
         """Ask people to approve `tool(**arguments)`; the run waits (no worker, no lease) until one
         decision is recorded. Returns an `approvals.decisions.Decision`: `.approved`, `.arguments`
         (possibly edited by the reviewer), `.reason`; `.verify(tool, arguments)` refuses any other call."""
-        from approvals import decisions
+        request = {"tool": tool, "arguments": arguments, "policy": policy, "schema": schema, "summary": summary}
+        return self.approvals([request], name=name or f"approval:{tool}")[0]
 
-        seq, step_name = self._next(name or f"approval:{tool}")
+    def approvals(self, requests: list[dict[str, Any]], *, name: str = "approvals") -> list[Any]:
+        """Ask for several approvals at once (parallel tool calls): each is pending, and decided, on its
+        own; the run continues when all are decided. `requests` hold tool, arguments and optionally
+        policy, schema, summary. One journal entry; returns one Decision per request, in order."""
+        from approvals import decisions
+        from approvals.policies import ApprovalPolicy
+
+        seq, step_name = self._next(name)
         entry = self._recorded(seq, step_name, "approval")
         if entry is not None and entry["status"] == StepStatus.COMPLETED:
-            return decisions.Decision.from_output(entry["output"])
+            return [decisions.Decision.from_output(o) for o in entry["output"]]
         if entry is None:
             self._boundary()
         step_input: dict[str, Any] = dict(entry["input"]) if entry else {
-            "tool": tool, "arguments": arguments, "hash": decisions.arguments_hash(self.run_id, seq, tool, arguments),
+            "requests": [
+                {"tool": r["tool"], "arguments": r["arguments"],
+                 "hash": decisions.arguments_hash(self.run_id, seq, r["tool"], r["arguments"])}
+                for r in requests
+            ],
         }
 
         def decided() -> tuple[bool, Any]:
-            if "approval_id" not in step_input:
+            if "approval_ids" not in step_input:
                 # requested in the transaction that parks the run: never one without the other (FI-11)
-                approval = decisions.request(
-                    run_id=self.run_id, seq=seq, tool=tool, arguments=arguments, policy=policy,
-                    schema=schema, summary=summary,
-                )
-                step_input["approval_id"] = approval.pk
+                step_input["approval_ids"] = [
+                    decisions.request(
+                        run_id=self.run_id, seq=seq, index=index, tool=r["tool"], arguments=r["arguments"],
+                        policy=r.get("policy") or ApprovalPolicy(), schema=r.get("schema"),
+                        summary=r.get("summary", ""),
+                    ).pk
+                    for index, r in enumerate(requests)
+                ]
                 return False, None
-            outcome = decisions.outcome(step_input["approval_id"])
-            return outcome is not None, outcome
+            outcomes = [decisions.outcome(approval_id) for approval_id in step_input["approval_ids"]]
+            return all(o is not None for o in outcomes), outcomes
 
         output = self._resolve_wait(
             seq, step_name, "approval", entry, step_input, None, decided, wait_status=Status.WAITING_APPROVAL
         )
-        return decisions.Decision.from_output(output)
+        return [decisions.Decision.from_output(o) for o in output]
 
     # -- replay --------------------------------------------------------------------------------
     def _next(self, name: str) -> tuple[int, str]:

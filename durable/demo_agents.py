@@ -164,7 +164,7 @@ def propose_refund(order_id: str, amount: float, reason: str) -> dict[str, Any]:
     step = current_step()
     key = step.idempotency_key if step else "local"
     return {"refund_id": f"rf-{key}", "order_id": order_id, "amount": amount, "reason": reason,
-            "status": "proposed, pending approval"}
+            "status": "approved and issued"}
 
 
 def support_script(request: ModelRequest) -> dict[str, Any]:
@@ -354,8 +354,8 @@ def _step_summary(step: Step) -> str:
     mark = ""
     if isinstance(step.input, dict):
         call = (step.input.get("args") or [{}])[0]
-        if isinstance(call, dict) and call.get("requires_approval"):
-            mark = "[requires approval] "
+        if isinstance(call, dict) and call.get("approved_by"):
+            mark = f"[approved by {call['approved_by']}] "
     return f"{mark}-> {json.dumps(output)[:160]}"
 
 

@@ -32,7 +32,9 @@ from typing import Any, Literal, Union
 from durable.context import RetryPolicy, current_step
 
 JSON = dict[str, Any]
-ApprovalPolicy = Callable[[dict[str, Any]], bool]
+# requires_approval: True, an approvals.policies.ApprovalPolicy, or a function of the arguments that
+# returns either (a falsy value: no approval needed for this call), e.g. refunds over 100.
+ApprovalRule = Callable[[dict[str, Any]], Any]
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic accept as a tool name
 TOOL_RETRY = RetryPolicy(max_attempts=1)  # a failing tool goes back to the model, which decides
 
@@ -57,7 +59,7 @@ class Tool:
     fn: Callable[..., Any]
     transactional: bool = False  # runs inside the checkpoint transaction: exactly once
     at_most_once: bool = False  # a cut-off call stops the run as outcome_unknown for a person
-    requires_approval: bool | ApprovalPolicy = False  # only marked for now; approvals come later
+    requires_approval: Any = False  # True, an ApprovalPolicy, or an ApprovalRule
     retry: RetryPolicy = TOOL_RETRY
     context_param: str | None = None  # the ToolContext parameter's name, if any
     meta: Mapping[str, Any] = field(default_factory=dict)
@@ -65,13 +67,24 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def needs_approval(self, arguments: dict[str, Any]) -> bool:
-        """The approval mark of one call: a policy decides per arguments."""
-        if callable(self.requires_approval):
-            return bool(self.requires_approval(arguments))
-        return bool(self.requires_approval)
+    def approval_for(self, arguments: dict[str, Any]) -> Any:
+        """The ApprovalPolicy that applies to this call, or None when it needs no approval."""
+        from approvals.policies import ApprovalPolicy
 
-    def approval_mark(self) -> bool | str:
+        rule = self.requires_approval
+        decision = rule(arguments) if callable(rule) and not isinstance(rule, ApprovalPolicy) else rule
+        if isinstance(decision, ApprovalPolicy):
+            return decision
+        return ApprovalPolicy() if decision else None
+
+    def needs_approval(self, arguments: dict[str, Any]) -> bool:
+        return self.approval_for(arguments) is not None
+
+    def approval_mark(self) -> Any:
+        from approvals.policies import ApprovalPolicy
+
+        if isinstance(self.requires_approval, ApprovalPolicy):
+            return self.requires_approval.as_dict()
         if callable(self.requires_approval):
             return f"policy:{_qualname(self.requires_approval)}"
         return bool(self.requires_approval)
@@ -103,7 +116,7 @@ def tool(
     description: str | None = None,
     transactional: bool = False,
     at_most_once: bool = False,
-    requires_approval: bool | ApprovalPolicy = False,
+    requires_approval: Any = False,
     retry: RetryPolicy | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Any:

@@ -178,19 +178,64 @@ def test_it_stops_for_a_person_when_an_at_most_once_tool_was_cut_off(register_ag
     assert tool_messages(run, 2)[0]["content"] == "sent by hand"
 
 
-def test_it_marks_tools_that_require_approval_in_their_schema_and_step(register_agent, script):
+def test_it_asks_approval_only_for_the_calls_its_policy_selects(register_agent, script):
+    from django.contrib.auth.models import Group, User
+
+    from approvals import decisions
+    from approvals.models import Approval
+    from runs.roles import ensure_roles
+
+    refunded = []
+
     @tool(requires_approval=lambda args: args["amount"] > 100)
     def refund(amount: float) -> str:
         """Refund an amount."""
-        return "proposed"
+        refunded.append(amount)
+        return "refunded"
 
     model = script("refunds", [calls(("refund", {"amount": 500.0}), ("refund", {"amount": 5.0})), {"text": "ok"}])
     agent = register_agent(Agent("t.agent", model, tools=[refund]))
     run = start()
-
     assert agent.tools[0].spec()["requires_approval"].startswith("policy:")
-    marks = [s.input["args"][0]["requires_approval"] for s in run.steps.filter(kind="tool").order_by("seq")]
-    assert marks == [True, False]
+    assert run.status == Status.WAITING_APPROVAL
+    assert refunded == []
+    approval = Approval.objects.get(run=run)
+    assert approval.arguments == {"amount": 500.0}
+
+    ensure_roles()
+    reviewer = User.objects.create_user("rev")
+    reviewer.groups.add(Group.objects.get(name="reviewers"))
+    decisions.decide(approval_id=approval.pk, user=reviewer, approved=True, arguments={"amount": 120.0})
+    run = drain_tree(run.pk)
+    assert run.status == Status.SUCCEEDED
+    assert refunded == [120.0, 5.0], "the edited arguments ran, the small refund needed no approval"
+    first = run.steps.filter(kind="tool").order_by("seq").first()
+    assert first.input["args"][0]["approved_by"] == "rev"
+    assert first.input["args"][0]["proposed_arguments"] == {"amount": 500.0}
+
+
+def test_it_gives_the_model_the_reviewers_reason_when_a_call_is_rejected(register_agent, script):
+    from django.contrib.auth.models import Group, User
+
+    from approvals import decisions
+    from approvals.models import Approval
+    from runs.roles import ensure_roles
+
+    @tool(requires_approval=True)
+    def refund(amount: float) -> str:
+        """Refund an amount."""
+        raise AssertionError("a rejected call never runs")
+
+    model = script("refunds", [calls(("refund", {"amount": 500.0})), {"text": "sorry"}])
+    register_agent(Agent("t.agent", model, tools=[refund]))
+    run = start()
+    ensure_roles()
+    reviewer = User.objects.create_user("rev")
+    reviewer.groups.add(Group.objects.get(name="reviewers"))
+    decisions.decide(approval_id=Approval.objects.get(run=run).pk, user=reviewer, approved=False, reason="over limit")
+    run = drain_tree(run.pk)
+    assert run.status == Status.SUCCEEDED
+    assert tool_messages(run, 2)[0]["content"] == "not approved (rev): over limit"
 
 
 # -- bad input from the model -------------------------------------------------------------------------------

@@ -36,15 +36,33 @@ def test_it_analyses_every_chunk_then_aggregates():
     assert run.output["output"].startswith("Analysed 3 chunks: total score ")
 
 
-def test_it_proposes_a_refund_marked_for_approval():
+def test_it_proposes_a_refund_that_waits_for_a_reviewer():
+    from django.contrib.auth.models import Group, User
+
+    from approvals import decisions
+    from approvals.models import Approval
+    from runs.roles import ensure_roles
+    from tests.conftest import drain
+
     out = command("demo", "support")
 
     run = Run.objects.get(workflow="demo.support")
+    assert run.status == Status.WAITING_APPROVAL
+    approval = Approval.objects.get(run=run)
+    assert approval.tool == "propose_refund" and approval.arguments["order_id"] == "A-1001"
+    assert f"waits for approval {approval.pk} (propose_refund)" in out
+    assert not run.steps.filter(name="propose_refund").exists(), "nothing runs before the decision"
+
+    ensure_roles()
+    reviewer = User.objects.create_user("rev")
+    reviewer.groups.add(Group.objects.get(name="reviewers"))
+    decisions.decide(approval_id=approval.pk, user=reviewer, approved=True)
+    run = drain(run.pk)
     assert run.status == Status.SUCCEEDED
     refund = run.steps.get(name="propose_refund")
-    assert refund.input["args"][0]["requires_approval"] is True
-    assert refund.output["status"] == "proposed, pending approval"
-    assert "[requires approval]" in out and "answer: I have proposed a refund of 249.00 for order A-1001" in out
+    assert refund.input["args"][0]["approved_by"] == "rev"
+    assert refund.output["status"] == "approved and issued"
+    assert "I have proposed a refund of 249.00 for order A-1001" in run.output["output"]
 
 
 def test_it_hands_a_billing_question_to_the_specialist():

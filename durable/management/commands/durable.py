@@ -193,6 +193,15 @@ class Command(BaseCommand):
             run = demo_agents.run_analyst(self.stdout.write, chunks=options["chunks"], step_ms=options["step_ms"])
         else:
             run = demo_agents.run_inline(f"demo.{name}", self.stdout.write, options["message"])
+        if run.status == Status.WAITING_APPROVAL:
+            from approvals.models import Approval
+
+            for approval in Approval.objects.filter(run=run, status="pending"):
+                self.stdout.write(
+                    f"run {run.pk} waits for approval {approval.pk} ({approval.tool}): decide it in the inbox "
+                    f"at /approvals/{approval.pk}/ or with `durable approve {approval.pk} --user reviewer`"
+                )
+            return
         if run.status != Status.SUCCEEDED:
             raise CommandError(f"run {run.pk} {run.status}")
 
