@@ -20,12 +20,13 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import connection, models
+from django.db import DataError, connection, models
 from django.db.models import F, Func, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.responses import NinjaJSONEncoder
+from pydantic import field_validator
 
 from durable import control, registry
 from durable.errors import (
@@ -87,6 +88,14 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
 
 for _exc, _status in ERROR_STATUS:
     api.add_exception_handler(_exc, lambda request, exc, status=_status: _error(request, status, str(exc)))
+
+
+@api.exception_handler(DataError)
+def _refused_by_database(request: HttpRequest, exc: DataError) -> HttpResponse:
+    # A value the checks above let through but the database refuses. The control's transaction
+    # rolled back, so nothing was stored.
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid value"
+    return _error(request, 400, f"the database refused a value: {first_line}")
 
 
 @api.exception_handler(RequestDataTooBig)
@@ -201,19 +210,54 @@ class EventPage(Schema):
     status: str = Field(description="the run's status when the page was read")
 
 
+def storable(value: Any) -> Any:
+    """Refuse text that PostgreSQL cannot store, in any string or key of a JSON value: NUL
+    characters (neither text nor jsonb holds them) and lone surrogates (not UTF-8)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("text must not contain NUL (\\u0000) characters")
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return value
+
+
 class StartIn(Schema):
     workflow: str = Field(min_length=1, max_length=200)
     input: Any = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @field_validator("workflow", "input", "idempotency_key")
+    @classmethod
+    def check_storable(cls, value: Any) -> Any:
+        return storable(value)
 
 
 class SendEventIn(Schema):
     name: str = Field(min_length=1, max_length=200)
     data: Any = None
 
+    @field_validator("name", "data")
+    @classmethod
+    def check_storable(cls, value: Any) -> Any:
+        return storable(value)
+
 
 class CancelIn(Schema):
     reason: str = Field(default="", max_length=500)
+
+    @field_validator("reason")
+    @classmethod
+    def check_storable(cls, value: Any) -> Any:
+        return storable(value)
 
 
 class ControlOut(Schema):
@@ -273,13 +317,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise HttpError(400, "invalid cursor: pass back the next_cursor of a previous page") from None
     if when.tzinfo is None or not 0 < number <= MAX_ID:
         raise HttpError(400, "invalid cursor: pass back the next_cursor of a previous page")
-    return when, number
+    try:
+        return when.astimezone(UTC), number
+    except (OverflowError, ValueError):
+        raise HttpError(400, "invalid cursor: pass back the next_cursor of a previous page") from None
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+def _utc(value: datetime, what: str) -> datetime:
+    """An aware UTC datetime (naive means UTC), or 422 for one that has no UTC equivalent."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise HttpError(422, f"{what} is out of range") from None
 
 
 @api.get("/runs", response={200: RunPage, 400: Detail, **ERRORS}, tags=["runs"], summary="List runs, newest first")
@@ -296,6 +345,11 @@ def list_runs(
     """Keyset pagination on (created_at, id), both descending: pages stay stable while runs are
     added, and deep pages cost the same as the first (index run_created_desc)."""
     _require(request, VIEW_RUNS)
+    for name, text in (("workflow", workflow), ("started_by", started_by)):
+        try:
+            storable(text)
+        except ValueError as exc:
+            raise HttpError(422, f"{name}: {exc}") from None
     runs = Run.objects.order_by("-created_at", "-id")
     if started_by:
         user_id = get_user_model().objects.filter(username=started_by).values_list("pk", flat=True).first()
@@ -305,9 +359,9 @@ def list_runs(
     if workflow:
         runs = _list_filter(runs, "workflow", "exact", workflow)
     if created_after:
-        runs = runs.filter(created_at__gte=_aware(created_after))
+        runs = runs.filter(created_at__gte=_utc(created_after, "created_after"))
     if created_before:
-        runs = runs.filter(created_at__lt=_aware(created_before))
+        runs = runs.filter(created_at__lt=_utc(created_before, "created_before"))
     if cursor:
         created, pk = decode_cursor(cursor)
         # created_at <= c bounds the index scan; the OR then drops the rows of the cursor's own

@@ -236,14 +236,22 @@ def test_it_describes_a_run_in_the_list(cast: Any, api_client: Any) -> None:
     assert item["workflow"] == "demo.analysis" and item["finished_at"] is not None
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=x", "status=bogus", "created_after=yesterday"])
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=201", "limit=x", "status=bogus", "created_after=yesterday",
+     "created_after=0001-01-01T00:00:00%2B14:00", "created_before=9999-12-31T23:00:00-14:00"],
+)
 def test_it_refuses_bad_list_parameters_with_422(query: str, api_client: Any) -> None:
     response = api_client("operator").get("/api/runs?" + query)
     assert response.status_code == 422
     assert body(response)["detail"]
 
 
-@pytest.mark.parametrize("cursor", ["nope", "bm9wZQ", "MjAyNi0wMS0wMXwx", "!!!", "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHwtNQ"])
+@pytest.mark.parametrize(
+    "cursor",
+    ["nope", "bm9wZQ", "MjAyNi0wMS0wMXwx", "!!!", "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHwtNQ",
+     "MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHwx"],  # the last: year 1 at +14:00, before UTC's year 1
+)
 def test_it_refuses_a_bad_cursor_with_400(cursor: str, api_client: Any) -> None:
     response = api_client("operator").get(f"/api/runs?cursor={cursor}")
     assert response.status_code == 400

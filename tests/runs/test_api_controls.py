@@ -209,3 +209,45 @@ def test_it_answers_409_to_an_event_for_a_finished_run(api_client: Any) -> None:
     response = post(api_client("runadmin"), f"/api/runs/{run.pk}/send-event", {"name": "late"})
     assert response.status_code == 409
     assert snapshot() == before
+
+
+# -- text PostgreSQL cannot store -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "payload"),
+    [
+        ("/api/runs", {"workflow": "demo.analysis", "idempotency_key": "a\x00b"}),
+        ("/api/runs", {"workflow": "demo.analysis", "input": {"text": "x\x00"}}),
+        ("/api/runs", {"workflow": "demo.analysis", "input": {"key\x00": 1}}),
+        ("/api/runs", {"workflow": "demo.analysis", "input": ["ok", ["\ud800"]]}),
+        ("/api/runs", {"workflow": "demo.analysis\x00"}),
+        ("/api/runs/{run}/send-event", {"name": "x\x00"}),
+        ("/api/runs/{run}/send-event", {"name": "x", "data": {"deep": ["\x00"]}}),
+        ("/api/runs/{run}/cancel", {"reason": "\x00"}),
+    ],
+)
+def test_it_refuses_nul_and_lone_surrogates_with_422(url: str, payload: Any, api_client: Any) -> None:
+    run = make_run(status=Status.WAITING)
+    before = snapshot()
+    raw = json.dumps(payload)  # \u0000 and \ud800 escapes, as a client would send them
+    response = post(api_client("runadmin"), url.format(run=run.pk), raw=raw)
+    assert response.status_code == 422, response.content
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("query", ["workflow=%00", "started_by=a%00b"])
+def test_it_refuses_nul_in_list_filters_with_422(query: str, api_client: Any) -> None:
+    assert api_client("operator").get(f"/api/runs?{query}").status_code == 422
+
+
+def test_it_answers_400_when_the_database_refuses_a_value(api_client: Any, monkeypatch: Any) -> None:
+    from django.db import DataError
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise DataError("value too long for type character varying(200)")
+
+    monkeypatch.setattr(control, "start", refuse)
+    response = post(api_client("runadmin"), "/api/runs", {"workflow": "demo.analysis"})
+    assert response.status_code == 400
+    assert "refused" in body(response)["detail"]
