@@ -92,8 +92,8 @@ for _exc, _status in ERROR_STATUS:
 
 @api.exception_handler(DataError)
 def _refused_by_database(request: HttpRequest, exc: DataError) -> HttpResponse:
-    # A value the checks above let through but the database refuses. The control's transaction
-    # rolled back, so nothing was stored.
+    # A value the schema checks (storable) let through but the database refuses. The control's
+    # transaction rolled back, so nothing was stored.
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid value"
     return _error(request, 400, f"the database refused a value: {first_line}")
 
