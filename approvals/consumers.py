@@ -131,7 +131,8 @@ class InboxConsumer(AsyncWebsocketConsumer):
             AuditRecord.objects.order_by("-id").values_list("id", flat=True).first() or 0
         )
         self.gaps: dict[int, float] = {}
-        self.count: int | None = None
+        self.count: int | None = None  # the navigation count, and the inbox's filtered total, as last sent
+        self.total: int | None = None
         self.resync_at = time.monotonic() + RESYNC_SECONDS
         cookies = self.scope.get("cookies") or {}
         self.csrf_token = cookies.get("csrftoken", "")  # for the forms of cards rendered here
@@ -170,8 +171,12 @@ class InboxConsumer(AsyncWebsocketConsumer):
         if resync:
             self.resync_at = time.monotonic() + RESYNC_SECONDS
         parts: list[str] = []
-        if self.view == "inbox" and (changed or resync):
+        if self.view == "inbox" and (changed or resync or self.total is None):
             parts += self.inbox_changes(changed, resync)
+            total = inbox.filtered(self.user, self.filters, timezone.now()).count()
+            if total != self.total:
+                self.total = total
+                parts.append(render_to_string("approvals/_total.html", {"total": total, "params": self.filters.params()}))
         if self.view == "detail" and (touched or resync):
             parts += self.detail_changes(touched or resync)
         if changed or resync or self.count is None:

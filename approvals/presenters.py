@@ -234,7 +234,7 @@ def conversation(approval: Approval) -> list[Message]:
     llm_steps.reverse()
     messages: list[Message] = []
     for step in llm_steps:
-        sent = step.input if isinstance(step.input, dict) else {}
+        sent = _call_input(step.input)
         if sent.get("instructions"):
             messages.append(Message("system", _text(sent["instructions"]), [], step.seq))
         for message in sent.get("new_messages") or []:
@@ -244,6 +244,13 @@ def conversation(approval: Approval) -> list[Message]:
         if isinstance(reply, dict):
             messages.append(_message(reply, step.seq))
     return messages[-MESSAGES_SHOWN:]
+
+
+def _call_input(value: Any) -> dict[str, Any]:
+    """A step's recorded input: the engine stores a call's arguments as {"args": [...], "kwargs": {...}}."""
+    if isinstance(value, dict) and isinstance(value.get("args"), list):
+        value = value["args"][0] if value["args"] else value.get("kwargs")
+    return value if isinstance(value, dict) else {}
 
 
 def _message(message: dict[str, Any], seq: int) -> Message:
@@ -269,7 +276,7 @@ def detail_context(approval: Approval, user: Any) -> dict[str, Any]:
         "audit": audit_entries(approval),
         "steps": steps,
         "earlier_steps": earlier,
-        "messages": conversation(approval),
+        "conversation": conversation(approval),
         "run_input_json": pretty(approval.run.input),
         "schema_json": pretty(approval.schema) if approval.schema else "",
         "now": timezone.now(),

@@ -591,3 +591,8 @@ def send_event(request: HttpRequest, run_id: int, payload: SendEventIn) -> dict[
     status = Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
     return {"id": run_id, "status": status}
 
+
+# -- approvals (approvals/api.py): the same API object, authentication and error format ----------------
+from approvals.api import router as approvals_router  # noqa: E402
+
+api.add_router("/approvals", approvals_router)

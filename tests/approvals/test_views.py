@@ -146,8 +146,8 @@ def test_it_shows_what_led_to_the_request_policy_and_time_left(people: Any) -> N
     policy = ApprovalPolicy(group="reviewers", quorum=2, expires_after=3600, fallback="escalate", escalate_to="run admins")
     approval = make_approval(policy=policy, steps=3, started_by=people["starter"])
     Step.objects.filter(run_id=approval.run_id, seq=1).update(
-        kind="llm", name="scripted:m", input={"turn": 1, "instructions": "Be careful", "new_messages": [
-            {"role": "user", "content": "Refund order A-1 please"}]},
+        kind="llm", name="scripted:m", input={"args": [{"turn": 1, "instructions": "Be careful", "new_messages": [
+            {"role": "user", "content": "Refund order A-1 please"}]}]},
         output={"message": {"role": "assistant", "content": "", "tool_calls": [{"name": "refund", "arguments": {"amount": 250}}]}},
     )
     decisions.decide(approval_id=approval.pk, user=people["bo"], approved=True)  # one vote of two
@@ -427,3 +427,28 @@ def test_it_needs_a_reason_and_a_selection_to_reject_in_bulk(people: Any) -> Non
     assert state(approval) == before
     client.post(reverse("approvals:bulk"), {"selected": selected, "decision": "reject", "reason": "duplicate"})
     assert Approval.objects.get(pk=approval.pk).reason == "duplicate"
+
+
+# -- the built-in demo.refund workflow, end to end through the inbox --------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_the_demo_refund_through_the_inbox(people: Any, tmp_path: Any) -> None:
+    from tests.conftest import drain
+
+    effects = tmp_path / "ledger"
+    run = control.start("demo.refund", {"order": "A-1042", "amount": 120, "effects_file": str(effects)},
+                        user=people["starter"])
+    assert drain(run.pk).status == Status.WAITING_APPROVAL
+    client = logged_in(people["ana"])
+    approval = Approval.objects.get(run=run)
+    assert card_ids(client.get(reverse("approvals:inbox")).content.decode()) == [approval.pk]
+    detail = client.get(reverse("approvals:detail", args=[approval.pk])).content.decode()
+    assert "look_up_order" in detail and "Refund 120 EUR on order A-1042" in detail
+    edited = dict(approval.arguments, amount=80)
+    response = post_decision(client, approval, arguments=json.dumps(edited))
+    assert response.status_code == 302
+    run = drain(run.pk)
+    assert run.status == Status.SUCCEEDED
+    assert run.output["receipt"]["amount"] == 80 and run.output["approved_by"] == "ana"
+    assert effects.read_text().split() == [f"{run.pk}:2"]
