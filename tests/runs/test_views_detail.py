@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import pytest
@@ -137,7 +136,7 @@ def test_it_lists_the_latest_events_and_loads_earlier_ones(client_for: Any, monk
     assert client.get(reverse("runs:events", args=[run.pk]), {"before": "x"}).status_code == 400
 
 
-def test_it_renders_a_run_with_2000_steps_in_a_few_queries_and_quickly(client_for: Any) -> None:
+def test_it_renders_a_run_with_2000_steps_in_a_few_queries(client_for: Any) -> None:
     run = make_run(steps=2000)
     client = client_for("operator")
     detail(client, run)  # warm the template cache
@@ -147,14 +146,8 @@ def test_it_renders_a_run_with_2000_steps_in_a_few_queries_and_quickly(client_fo
     assert html.count('class="step status-') == presenters.STEPS_ON_PAGE
     assert 'id="step-1999"' in html and f"?before={2000 - presenters.STEPS_ON_PAGE}" in html
     assert len(queries) <= 15, [q["sql"][:80] for q in queries.captured_queries]
-    # Target: 200 ms of server time. CPU time of this process (the view, the template, SQLite's work),
-    # so that other processes busy on the same machine do not make the test flaky.
-    timings = []
-    for _ in range(5):
-        wall, cpu = time.perf_counter(), time.process_time()
-        detail(client, run)
-        timings.append((time.process_time() - cpu, time.perf_counter() - wall))
-    assert min(cpu for cpu, _ in timings) < 0.2, timings
+    # Its server time (target 200 ms) is measured by bench/browser.py, not here.
+
 
 def test_it_loads_earlier_steps_in_chunks_until_the_first(client_for: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr("runs.presenters.STEPS_ON_PAGE", 4)
