@@ -180,3 +180,24 @@ class StartRunForm(forms.Form):
 
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+class ResolveForm(forms.Form):
+    """A person's answer for an at-most-once step cut off before its outcome was recorded."""
+
+    seq = forms.IntegerField(min_value=0)
+    happened = forms.ChoiceField(choices=(("yes", "It happened"), ("no", "It did not happen")))
+    output = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "class": "mono"}),
+                             help_text="If it happened: its result as JSON (optional).")
+
+    def clean_output(self) -> Any:
+        from durable.errors import DurableError
+        from durable.payloads import parse_json
+
+        text = self.cleaned_data["output"].strip()
+        if not text:
+            return None
+        try:
+            return parse_json(text, "the output")
+        except DurableError as exc:
+            raise forms.ValidationError(_capitalise(str(exc)) + ".") from None

@@ -41,7 +41,7 @@ CONTROL_STATUSES: dict[str, tuple[str, ...]] = {
 }
 CONTROL_CONFIRM = {
     "pause": "Pause run {id}? It stops at the next step boundary.",
-    "resume": "Resume run {id}?",
+    "resume": "Resume run {id}? (A run whose definition changed continues on the new definition.)",
     "cancel": "Cancel run {id}? This cannot be undone; its child runs are cancelled too.",
     "retry": "Retry run {id} from its failed step?",
 }
@@ -255,6 +255,8 @@ def header_context(run: Run, viewer: Viewer, now: dt.datetime | None = None) -> 
         "is_live": run.status not in TERMINAL,
         "lease_live": lease_live,
         "lease_expired": lease_live and run.lease_expires_at is not None and run.lease_expires_at < now,
+        "unknown_step": run.steps.filter(status=StepStatus.STARTED).order_by("-seq").first()
+        if run.status == Status.OUTCOME_UNKNOWN and viewer.can_control else None,
         "error_tail": last_line(run.error),
         "error_full": run.error if viewer.can_see_tracebacks else "",
     }

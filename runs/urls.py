@@ -18,4 +18,5 @@ urlpatterns = [
         path(f"runs/<int:run_id>/{action}/", views.run_control, {"action": action}, name=action)
         for action in views.CONTROLS
     ],
+    path("runs/<int:run_id>/resolve/", views.run_resolve, name="resolve"),
 ]

@@ -21,7 +21,7 @@ from durable import control, registry
 from durable.errors import DurableError, IdempotencyConflict, PayloadTooLarge, UnknownWorkflow
 from durable.models import Step
 from runs import access, listing, presenters
-from runs.forms import RunFilterForm, StartRunForm
+from runs.forms import ResolveForm, RunFilterForm, StartRunForm
 
 CONTROLS = ("pause", "resume", "cancel", "retry")
 
@@ -138,6 +138,25 @@ def run_control(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
     context = presenters.header_context(run, viewer_for(request))
     context["flash"] = {"text": message, "level": "success" if status == 200 else "warning"}
     return render(request, "runs/_header.html", context, status=status)
+
+
+@require_POST
+@login_required
+def run_resolve(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Answer an outcome_unknown run: did the cut-off at-most-once step happen? (durable.control.resolve)"""
+    run = access.get_run_for_user(request.user, run_id, control=True)
+    form = ResolveForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
+        return HttpResponse(f"Bad request: {errors}", status=400, content_type="text/plain")
+    data = form.cleaned_data
+    try:
+        control.resolve(run.pk, data["seq"], happened=data["happened"] == "yes", output=data["output"],
+                        user=request.user)
+        messages.success(request, f"Run {run.pk}: step {data['seq']} resolved; the run continues.")
+    except DurableError as exc:
+        messages.warning(request, str(exc))
+    return redirect("runs:detail", run_id=run.pk)
 
 
 @require_http_methods(["GET", "POST"])

@@ -49,6 +49,7 @@ HTTP_MATRIX: dict[str, tuple[str, str, dict[str, Any]]] = {
     "runs:resume": ("post", "run", CONTROLLERS),
     "runs:cancel": ("post", "run", CONTROLLERS),
     "runs:retry": ("post", "run", CONTROLLERS),
+    "runs:resolve": ("post", "run", CONTROLLERS | {"runadmin": BAD, "staff": BAD}),
     "approvals:inbox": ("get", "", REVIEWERS),
     "approvals:history": ("get", "", REVIEWERS),
     "approvals:detail": ("get", "approval", REVIEWERS),

@@ -156,3 +156,34 @@ def test_it_logs_in_and_out(users: Any) -> None:
     assert bad.status_code == 200 and "didn't match" in bad.content.decode()
     client.post(reverse("logout"))
     assert client.get("/runs/").status_code == 302
+
+
+def test_it_asks_a_run_admin_whether_a_cut_off_step_happened(client_for: Any) -> None:
+    from durable.models import StepStatus
+
+    run = make_run(status=Status.OUTCOME_UNKNOWN)
+    run.steps.create(seq=0, name="send_payment", kind="tool", status=StepStatus.STARTED, epoch=1)
+    client = client_for("runadmin")
+    page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "Did step 0" in page and "send_payment" in page
+    assert "Did step 0" not in client_for("operator").get(reverse("runs:detail", args=[run.pk])).content.decode()
+
+    response = client.post(reverse("runs:resolve", args=[run.pk]), {"seq": 0, "happened": "yes", "output": '{"id": 7}'})
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status == Status.QUEUED
+    step = run.steps.get(seq=0)
+    assert (step.status, step.output) == (StepStatus.COMPLETED, {"id": 7})
+
+
+def test_it_refuses_a_malformed_resolve_answer(client_for: Any) -> None:
+    from durable.models import StepStatus
+
+    run = make_run(status=Status.OUTCOME_UNKNOWN)
+    run.steps.create(seq=0, name="send_payment", kind="tool", status=StepStatus.STARTED, epoch=1)
+    response = client_for("runadmin").post(
+        reverse("runs:resolve", args=[run.pk]), {"seq": 0, "happened": "yes", "output": "{nope"}
+    )
+    assert response.status_code == 400 and b"not valid JSON" in response.content
+    run.refresh_from_db()
+    assert run.status == Status.OUTCOME_UNKNOWN
