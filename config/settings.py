@@ -103,6 +103,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": SQLITE_PATH,
+            # Persistent, as on PostgreSQL: a worker would otherwise reconnect for every task, and
+            # closing the last connection to a WAL database checkpoints it (milliseconds each time).
+            "CONN_MAX_AGE": 60,
             "OPTIONS": {
                 # DEFERRED transactions that read then write fail at once with "database is
                 # locked" whatever the timeout (T8); IMMEDIATE takes the write lock up front.
@@ -121,6 +124,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 Q_CLUSTER = {
     "name": env("DURABLE_Q_NAME", "durable"),
     "orm": "default",
+    # the ORM broker with one statement per queue operation (durable/broker.py)
+    "broker_class": "durable.broker.Broker",
     "workers": int(env("DURABLE_WORKERS", "2")),
     "queue_limit": int(env("DURABLE_WORKERS", "2")),
     "bulk": 1,
@@ -196,7 +201,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
