@@ -88,6 +88,7 @@ async def test_it_adds_new_approvals_and_removes_decided_ones_for_everyone(peopl
     card = re.search(rf'<article id="approval-{new.pk}".*?</article>', html, re.DOTALL).group(0)
     assert 'data-upsert="afterbegin:#inbox-cards"' in card and "&lt;b&gt;x&lt;/b&gt;" in card
     assert f'value="{new.pk}:{new.arguments_hash}"' in card  # selectable for bulk, bound to the proposal
+    assert "csrfmiddlewaretoken" not in card  # htmx sends the page's token as a header; frames carry none
 
     await database_sync_to_async(decisions.decide)(approval_id=shown.pk, user=people["bo"], approved=False,
                                                    reason="duplicate")
