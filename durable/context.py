@@ -25,7 +25,7 @@ from durable.dispatch import dispatch
 from durable.errors import DurableError, FencedOut, NonDeterminism, StepFailed, Suspend
 from durable.executor import Lease, conf
 from durable.models import Signal, Status, StepStatus
-from durable.payloads import describe_args, encode_input, encode_output
+from durable.payloads import describe_args, encode_input, encode_output, safe_text
 from durable.registry import Workflow
 
 T = TypeVar("T")
@@ -159,7 +159,7 @@ class Context:
                 result = fn(*args, **kwargs)
                 output_json = encode_output(result, f"the result of step {seq} {step_name!r}")
             except Exception as exc:
-                error = traceback.format_exc()
+                error = safe_text(traceback.format_exc())
                 # An exception may say it is not worth retrying (`retryable = False`: a bad request,
                 # a missing API key) or when to retry (`retry_after` seconds: a rate limit).
                 retryable = getattr(exc, "retryable", not isinstance(exc, DurableError))

@@ -27,6 +27,7 @@ from django.utils import timezone
 from durable import journal, registry
 from durable.dispatch import dispatch
 from durable.errors import FencedOut, NonDeterminism, Suspend, UnknownWorkflow
+from durable.payloads import safe_text
 from durable.models import Status
 
 log = logging.getLogger("durable.executor")
@@ -141,6 +142,7 @@ def execute(lease: Lease) -> str:
 
 
 def finish(lease: Lease, status: str, *, output_json: str | None = None, error: str = "") -> None:
+    error = safe_text(error)
     """Record the run's outcome, fenced; wake the parent run waiting on it."""
     now, now_params = journal.now_sql()
     where, where_params = lease.fence_sql()

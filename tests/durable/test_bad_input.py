@@ -187,3 +187,59 @@ def test_it_does_nothing_when_a_run_is_delivered_twice(echo):
 
     assert executor.drive(run.pk) == "not claimed"
     assert snapshot() == before
+
+
+@pytest.mark.parametrize("text", ["nul \x00 inside", "lone \ud800 surrogate"])
+def test_it_refuses_input_the_database_cannot_store(text):
+    from durable import control
+    from durable.errors import InvalidInput
+    from durable.models import Run
+
+    with pytest.raises(InvalidInput, match="NUL|surrogate"):
+        control.start("demo.analysis", {"note": text})
+    assert not Run.objects.exists()
+
+
+def test_it_fails_a_run_clearly_when_a_step_returns_text_the_database_cannot_store(define):
+    from durable import control
+    from durable.models import Status
+    from tests.conftest import drain
+
+    @define("t.nul-output")
+    def wf(ctx, input):
+        return ctx.step(lambda: "a\x00b", name="nul")
+
+    run = drain(control.start("t.nul-output").pk)
+    assert run.status == Status.FAILED
+    assert "NUL character" in run.error
+
+
+def test_it_stores_an_exception_message_holding_a_nul(define):
+    from durable import control
+    from durable.models import Status
+    from tests.conftest import drain
+
+    @define("t.nul-error")
+    def wf(ctx, input):
+        def boom():
+            raise ValueError("bad \x00 byte")
+
+        return ctx.step(boom, name="boom", retry=__import__("durable").NO_RETRY)
+
+    run = drain(control.start("t.nul-error").pk)
+    assert run.status == Status.FAILED
+    assert "bad \\x00 byte" in run.steps.get(seq=0).error
+
+
+def test_it_records_a_step_whose_arguments_hold_a_nul(define):
+    from durable import control
+    from durable.models import Status
+    from tests.conftest import drain
+
+    @define("t.nul-args")
+    def wf(ctx, input):
+        return ctx.step(lambda text: len(text), "a\x00b", name="count")
+
+    run = drain(control.start("t.nul-args").pk)
+    assert run.status == Status.SUCCEEDED and run.output == 3
+    assert "repr" in run.steps.get(seq=0).input
