@@ -29,6 +29,8 @@ from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
+from durable import journal
+
 log = logging.getLogger("durable.broker")
 
 TABLE = "django_q_ormq"
@@ -53,16 +55,27 @@ class Broker(ORM):
     def _ts(connection: Any, value: datetime) -> Any:
         return value if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(value)
 
+    @staticmethod
+    def _execute(connection: Any, sql: str, params: list[Any], fetch: str) -> Any:
+        if connection.vendor == "postgresql":
+            return journal.hot_execute(sql, params, connection, fetch)  # prepared
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if fetch == "one":
+                return cursor.fetchone()
+            return cursor.fetchall() if fetch == "all" else None
+
     def enqueue(self, task: str) -> int:
         connection = self._connection()
         if connection.get_autocommit():
             self._check_connection()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {TABLE} (key, payload, lock) VALUES (%s, %s, %s) RETURNING id",
-                [self.list_key, task, self._ts(connection, timezone.now())],
-            )
-            return int(cursor.fetchone()[0])
+        row = self._execute(
+            connection,
+            f"INSERT INTO {TABLE} (key, payload, lock) VALUES (%s, %s, %s) RETURNING id",
+            [self.list_key, task, self._ts(connection, timezone.now())],
+            "one",
+        )
+        return int(row[0])
 
     def dequeue(self) -> list[tuple[int, str]] | None:
         self._check_connection()
@@ -70,13 +83,13 @@ class Broker(ORM):
         now = timezone.now()
         skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {TABLE} SET lock = %s WHERE id IN (SELECT id FROM {TABLE} WHERE key = %s "
-                    f"AND lock < %s ORDER BY id LIMIT {int(Conf.BULK)}{skip_locked}) RETURNING id, payload",
-                    [self._ts(connection, self.timeout(None)), self.list_key, self._ts(connection, now)],
-                )
-                rows = cursor.fetchall()
+            rows = self._execute(
+                connection,
+                f"UPDATE {TABLE} SET lock = %s WHERE id IN (SELECT id FROM {TABLE} WHERE key = %s "
+                f"AND lock < %s ORDER BY id LIMIT {int(Conf.BULK)}{skip_locked}) RETURNING id, payload",
+                [self._ts(connection, self.timeout(None)), self.list_key, self._ts(connection, now)],
+                "all",
+            )
         except db.Error:
             log.warning("taking a task from the queue failed; retrying", exc_info=True)
             connection.close()
@@ -92,5 +105,4 @@ class Broker(ORM):
         connection = self._connection()
         if connection.get_autocommit():
             self._check_connection()
-        with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {TABLE} WHERE id = %s", [task_id])
+        self._execute(connection, f"DELETE FROM {TABLE} WHERE id = %s", [task_id], "none")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 
 from durable import journal, registry
 from durable.dispatch import dispatch
@@ -72,7 +73,8 @@ def create_run(
         parent_id=parent_id,
         parent_seq=parent_seq,
         event_seq=1,
-        dispatched_at=journal.now_value(),
+        # the database clock; on PostgreSQL in the INSERT itself (Django reads it back by RETURNING)
+        dispatched_at=Now() if journal.is_postgres() else journal.now_value(),
     )
     data: dict[str, Any] = {"workflow": definition.name, "version": definition.version, **_actor(user)}
     if parent_id is not None:

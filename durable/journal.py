@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.utils import timezone
+
+from durable import live
 
 RUN = "durable_run"
 STEP = "durable_step"
@@ -109,8 +111,6 @@ def insert_events(run_id: int, last_seq: int, events: Sequence[tuple[str, dict[s
                 "AS v (run_id, seq, type, data, created_at), (SELECT pg_notify('durable_events', %s)) AS n",
                 [*params, f"{run_id}:{last_seq}"],
             )
-        from durable import live
-
         live.poke_on_commit(run_id, last_seq)
         return
     with connection.cursor() as cursor:
@@ -132,8 +132,6 @@ def change_run(
     changed). On PostgreSQL one statement (data-modifying CTE), committed by itself in autocommit or
     part of the caller's transaction; on SQLite both statements in a transaction of their own."""
     if not is_postgres():
-        from django.db import transaction
-
         with transaction.atomic(savepoint=False):
             row = update_run(run_id, set_sql=set_sql, set_params=set_params, where_sql=where_sql,
                              where_params=where_params, new_events=1, returning=returning)
@@ -147,13 +145,9 @@ def change_run(
         "SELECT durable_run_id, event_seq, %s, %s::jsonb, statement_timestamp() FROM r) "
         "SELECT *, pg_notify('durable_events', durable_run_id || ':' || event_seq) FROM r"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*set_params, run_id, *where_params, event[0], dumps(event[1])])
-        row = cursor.fetchone()
+    row = _pg_fetchone(sql, [*set_params, run_id, *where_params, event[0], dumps(event[1])])
     if row is None:
         return None
-    from durable import live
-
     live.poke_on_commit(run_id, row[0])
     return tuple(row[:-2])  # without durable_run_id and the NOTIFY
 
@@ -176,8 +170,6 @@ def claim_run(run_id: int, worker: str, lease_seconds: float) -> tuple[Any, ...]
     )
     set_params = [worker, *exp_params, *now_params]
     if not pg:
-        from django.db import transaction
-
         with transaction.atomic(savepoint=False):
             row = update_run(run_id, set_sql=set_sql, set_params=set_params, where_sql="status = 'queued'",
                              new_events=1, returning=returning)
@@ -191,13 +183,9 @@ def claim_run(run_id: int, worker: str, lease_seconds: float) -> tuple[Any, ...]
         "'run.claimed', jsonb_build_object('worker', %s::text, 'epoch', lease_epoch), statement_timestamp() FROM r) "
         "SELECT *, pg_notify('durable_events', durable_run_id || ':' || event_seq) FROM r"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*set_params, run_id, worker])
-        row = cursor.fetchone()
+    row = _pg_fetchone(sql, [*set_params, run_id, worker])
     if row is None:
         return None
-    from durable import live
-
     live.poke_on_commit(run_id, row[0])
     return tuple(row[:-2])
 
@@ -218,8 +206,6 @@ def notify(run_id: int, seq: int) -> None:
     if is_postgres():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify('durable_events', %s)", [f"{run_id}:{seq}"])
-    from durable import live
-
     live.poke_on_commit(run_id, seq)
 
 
@@ -355,11 +341,39 @@ def _hot_cursor(db: Any) -> tuple[Any, bool]:
         if db.vendor == "postgresql":
             import psycopg
 
-            cursor = psycopg.Cursor(raw)  # server-side binding, so psycopg prepares the statement
+            cursor = psycopg.Cursor(raw)  # server-side binding, so that statements can be prepared
+            if raw.prepare_threshold is None:
+                # Django turns preparation off, which also refuses execute(prepare=True). Only our
+                # cursor asks for it: Django's own cursors bind client-side and never prepare.
+                raw.prepare_threshold = 1 << 30
         else:
             cursor = raw.cursor()
         db._durable_hot_cursor = cursor
     return cursor, True
+
+
+def hot_execute(sql: str, params: Sequence[Any], db: Any = None, fetch: str = "one") -> Any:
+    """Run one hot-path statement on PostgreSQL; returns its row ("one"), rows ("all") or nothing.
+    On the DB-API cursor it is prepared (Django leaves psycopg's automatic preparation off):
+    planning a CTE costs more server time than executing it."""
+    if db is None:
+        db = connections["default"]
+    cursor, native = _hot_cursor(db)
+    try:
+        with db.wrap_database_errors:
+            if native:
+                cursor.execute(sql, params, prepare=True)
+            else:
+                cursor.execute(sql, params)
+            if fetch == "one":
+                return cursor.fetchone()
+            return cursor.fetchall() if fetch == "all" else None
+    finally:
+        if not native:
+            cursor.close()
+
+
+_pg_fetchone = hot_execute
 
 
 _UTC = timezone.UTC
@@ -396,14 +410,11 @@ def checkpoint(
     """Record a step and its event, fenced, in one transaction. Returns (event_seq, run status) after
     it, or None when the fence refused it (nothing was written). `lease_seconds`, when given, also
     extends the lease from the database clock."""
-    from django.db import connections, transaction
-
     db = connections["default"]
     fence_sql, fence_params = fence
     extend = lease_seconds is not None
-    cursor, native = _hot_cursor(db)
-    sql = _checkpoint_statements(db.vendor, fence_sql, exists, extend, native)
     if db.vendor == "postgresql":
+        sql = _checkpoint_statements("postgresql", fence_sql, exists, extend, True)
         params: list[Any] = [next_seq]
         if extend:
             params.append(lease_seconds)
@@ -412,18 +423,13 @@ def checkpoint(
         if not exists:
             params += [name, kind]
         params += [event_type, event_json]
-        try:
-            with db.wrap_database_errors:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-        finally:
-            if not native:
-                cursor.close()
+        row = _pg_fetchone(sql, params, db)
         if row is None:
             return None
         event_seq = row[0]
     else:
-        run_sql, step_sql, event_sql = sql.split("\x00")
+        cursor, native = _hot_cursor(db)
+        run_sql, step_sql, event_sql = _checkpoint_statements("sqlite", fence_sql, exists, extend, native).split("\x00")
         now = timezone.now()
         now_param = _sqlite_ts(db, now)
         run_params: list[Any] = [next_seq, now_param]
@@ -445,7 +451,5 @@ def checkpoint(
         finally:
             if not native:
                 cursor.close()
-    from durable import live
-
     live.poke_on_commit(run_id, event_seq)
     return event_seq, row[1]
