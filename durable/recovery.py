@@ -19,6 +19,7 @@ from durable.executor import conf, wake
 
 log = logging.getLogger("durable.recovery")
 BATCH = 100
+STRANDED_BATCH = 20  # more than a cluster prefetches (queue_limit = workers)
 
 
 @dataclass
@@ -39,6 +40,12 @@ SWEEP_HOOKS: list[Callable[[], int]] = []
 def sweep() -> SweepResult:
     result = SweepResult()
     recover_expired(result)
+    if result.recovered or result.dead:
+        # A worker died. Tasks it had already taken from the queue for other runs died with it, and
+        # django-q2 would only hand them out again after `retry`; re-dispatch the runs queued longer
+        # than a lease now. A run merely waiting for a busy worker gets a duplicate task: harmless,
+        # its claim makes the second delivery a no-op.
+        redispatch_stale(result, after=conf("LEASE_SECONDS"), limit=STRANDED_BATCH)
     wake_due(result)
     redispatch_stale(result)
     for hook in SWEEP_HOOKS:
@@ -111,13 +118,14 @@ def wake_due(result: SweepResult) -> None:
                 result.woken += 1
 
 
-def redispatch_stale(result: SweepResult) -> None:
-    """Queued runs that no worker claimed in time (a task lost in a stuck cluster, T2)."""
-    after = conf("REDISPATCH_AFTER_SECONDS")
+def redispatch_stale(result: SweepResult, *, after: float | None = None, limit: int = BATCH) -> None:
+    """Queued runs that no worker claimed in time (a task lost in a stuck or dead cluster, T2)."""
+    after = conf("REDISPATCH_AFTER_SECONDS") if after is None else after
     cutoff, cutoff_params = journal.now_sql(-after)
     now, now_params = journal.now_sql()
     rows = _select(
-        f"SELECT id FROM {journal.RUN} WHERE status = 'queued' AND dispatched_at < {cutoff} LIMIT {BATCH}",
+        f"SELECT id FROM {journal.RUN} WHERE status = 'queued' AND dispatched_at < {cutoff} "
+        f"ORDER BY dispatched_at LIMIT {int(limit)}",
         cutoff_params,
     )
     for (run_id,) in rows:
