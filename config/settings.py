@@ -153,6 +153,8 @@ DURABLE = {
     "MAX_RECOVERIES": int(env("DURABLE_MAX_RECOVERIES", "5")),
     "MAX_PAYLOAD_BYTES": int(env("DURABLE_MAX_PAYLOAD_BYTES", str(1024 * 1024))),
     "STEP_TIMEOUT_SECONDS": env_float("DURABLE_STEP_TIMEOUT_SECONDS", 900.0),
+    # PostgreSQL ends a worker session idle inside a transaction this long (a frozen worker's locks).
+    "IDLE_IN_TRANSACTION_SECONDS": env_float("DURABLE_IDLE_IN_TRANSACTION_SECONDS", 10.0),
 }
 
 # --- agents (docs/agents.md) ------------------------------------------------------------------

@@ -7,11 +7,12 @@ waiting status), so a sweep racing a live owner or another sweeper changes nothi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 from durable import journal
 from durable.dispatch import dispatch
@@ -53,6 +54,22 @@ def sweep() -> SweepResult:
     return result
 
 
+@contextmanager
+def _one_run(run_id: int) -> Iterator[None]:
+    """One run's change in its own transaction. On PostgreSQL a row that another session holds
+    locked (a worker frozen in the middle of a transaction) is skipped after a second, instead of
+    stalling the recovery of every other run behind it; PostgreSQL ends the frozen session's
+    transaction after DURABLE_IDLE_IN_TRANSACTION_SECONDS, and a later sweep takes the run."""
+    try:
+        with transaction.atomic():
+            if journal.is_postgres():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '1s'")
+            yield
+    except OperationalError as exc:
+        log.warning("run %s skipped by this sweep: %s", run_id, str(exc).strip())
+
+
 def _select(sql: str, params: list[object]) -> list[tuple[object, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -69,7 +86,7 @@ def recover_expired(result: SweepResult) -> None:
     )
     max_recoveries = int(conf("MAX_RECOVERIES"))
     for run_id, epoch, owner, next_seq, expired_at in rows:
-        with transaction.atomic():
+        with _one_run(int(run_id)):
             row = journal.update_run(
                 int(run_id),
                 set_sql=(
@@ -113,7 +130,7 @@ def wake_due(result: SweepResult) -> None:
         f"SELECT id FROM {journal.RUN} WHERE status = 'waiting' AND wake_at <= {now} LIMIT {BATCH}", now_params
     )
     for (run_id,) in rows:
-        with transaction.atomic():
+        with _one_run(int(run_id)):
             if wake(int(run_id), reason="timer"):
                 result.woken += 1
 
@@ -129,7 +146,7 @@ def redispatch_stale(result: SweepResult, *, after: float | None = None, limit: 
         cutoff_params,
     )
     for (run_id,) in rows:
-        with transaction.atomic():
+        with _one_run(int(run_id)):
             row = journal.update_run(
                 int(run_id),
                 set_sql=f"dispatched_at = {now}",

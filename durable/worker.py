@@ -29,6 +29,21 @@ def sweep_forever(stop: threading.Event) -> None:
         stop.wait(conf("SWEEP_SECONDS"))
 
 
+def end_frozen_transactions() -> None:
+    """PostgreSQL ends a worker session that sits idle inside a transaction (a process frozen by
+    SIGSTOP, a VM pause) so its row locks do not block the run's takeover. Worker transactions are
+    milliseconds long: they never wait on a model or a tool (trap 24)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if "postgresql" not in database["ENGINE"]:
+        return
+    seconds = float(settings.DURABLE.get("IDLE_IN_TRANSACTION_SECONDS", 10))
+    options = database.setdefault("OPTIONS", {})
+    flag = f"-c idle_in_transaction_session_timeout={int(seconds * 1000)}"
+    options["options"] = f"{options.get('options', '')} {flag}".strip()
+
+
 def run_worker(*, workers: int | None = None, sweeper: bool = True) -> None:
     from django_q.brokers import get_broker
     from django_q.cluster import Cluster
@@ -36,6 +51,7 @@ def run_worker(*, workers: int | None = None, sweeper: bool = True) -> None:
 
     if workers:
         Conf.WORKERS = workers
+    end_frozen_transactions()
     # Connections must not cross the fork into the cluster's processes (T9).
     db.connections.close_all()
     cluster = Cluster(get_broker())

@@ -269,3 +269,52 @@ def test_it_does_not_recover_a_run_that_was_claimed_again_after_the_sweeper_read
     assert live["status"] == Status.RUNNING
     assert live["lease_owner"] == executor.worker_id()
     assert "run.recovered" not in event_types(run.pk)
+
+
+def test_it_skips_a_run_whose_row_a_frozen_session_holds_and_recovers_the_others(three_steps):
+    """A worker frozen inside a transaction (SIGSTOP) holds its run's row lock: the sweeper must not
+    wait on it with every other run's recovery stuck behind it (PostgreSQL; SQLite locks the file)."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer: a frozen writer stops every transaction, not one row")
+    frozen, free = control.start(three_steps), control.start(three_steps)
+    fake_crash(frozen.pk)
+    fake_crash(free.pk)
+    locked, release = threading.Event(), threading.Event()
+
+    def freeze() -> None:
+        with transaction.atomic():
+            Run.objects.select_for_update().get(pk=frozen.pk)
+            locked.set()
+            release.wait(30)
+        connections.close_all()
+
+    holder = threading.Thread(target=freeze)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        result = sweep()
+        assert time.monotonic() - started < 10
+        assert result.recovered == 1
+        assert run_row(free.pk)["status"] == Status.QUEUED
+        assert run_row(frozen.pk)["status"] == Status.RUNNING
+    finally:
+        release.set()
+        holder.join(30)
+    assert sweep().recovered == 1
+    assert run_row(frozen.pk)["status"] == Status.QUEUED
+
+
+def test_it_has_postgresql_end_a_frozen_worker_sessions_transaction(settings):
+    import copy
+
+    from durable.worker import end_frozen_transactions
+
+    settings.DATABASES = {"default": {**copy.deepcopy(settings.DATABASES["default"]),
+                                      "ENGINE": "django.db.backends.postgresql", "OPTIONS": {}}}
+    end_frozen_transactions()
+    assert settings.DATABASES["default"]["OPTIONS"]["options"] == "-c idle_in_transaction_session_timeout=10000"
