@@ -50,7 +50,7 @@ def _get_approval_for_user(user: Any, approval_id: Any) -> Approval:
     _check_reviewer(user)
     try:
         return decisions.get_approval(approval_id)
-    except decisions.ApprovalNotFound:
+    except (decisions.ApprovalNotFound, OverflowError):
         raise Http404(f"no approval {approval_id}") from None
 
 

@@ -171,6 +171,7 @@ def test_it_records_a_view_in_the_audit_trail(people: Any) -> None:
 
 def test_it_answers_404_for_an_unknown_approval(people: Any) -> None:
     assert logged_in(people["ana"]).get(reverse("approvals:detail", args=[987654])).status_code == 404
+    assert logged_in(people["ana"]).get(reverse("approvals:detail", args=[2**64])).status_code == 404
     assert logged_in(people["op"]).get(reverse("approvals:detail", args=[987654])).status_code == 403
 
 
