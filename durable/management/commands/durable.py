@@ -112,7 +112,10 @@ class Command(BaseCommand):
             python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
             "--websocket_timeout", "-1", "config.asgi:application",
         ]
-        children = [subprocess.Popen(worker_cmd), subprocess.Popen(web_cmd, cwd=settings.BASE_DIR)]
+        env = os.environ.copy()
+        # links in approval emails point at this server unless DURABLE_BASE_URL says otherwise
+        env.setdefault("DURABLE_BASE_URL", f"http://{options['host']}:{options['port']}")
+        children = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, cwd=settings.BASE_DIR, env=env)]
         self.stdout.write(f"durable is serving on http://{options['host']}:{options['port']}/ (Ctrl-C stops)")
 
         def stop(signum: int, frame: Any) -> None:
