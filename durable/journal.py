@@ -333,6 +333,8 @@ def _hot_cursor(db: Any) -> tuple[Any, bool]:
     """(cursor, native): the DB-API cursor when nothing observes queries, else Django's."""
     if db.execute_wrappers or db.force_debug_cursor:
         return db.cursor(), False
+    if not db.health_check_done:
+        db.close_if_health_check_failed()  # as Django's cursor() would: a dead connection is replaced
     if db.connection is None:
         db.ensure_connection()
     raw = db.connection
