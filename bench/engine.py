@@ -8,6 +8,8 @@ fresh: a temporary SQLite file (DURABLE_SQLITE_PATH) or the PostgreSQL database 
 environment. In-process figures drive runs with `executor.drive` in the child; worker figures start
 real `durable worker` processes (each in its own session, so its whole process group can be
 SIGKILLed). Figures are medians over `--rounds` rounds; ratios use a baseline measured in the same run.
+Processes run with DEBUG=0 unless DEBUG is set, as deployed workers do. The machine is shared: the
+script waits (--quiet-wait) for other work to calm down and records how busy it found the CPUs.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ def prepare_database(db: str) -> tuple[dict[str, str], Callable[[], None]]:
     env = os.environ.copy()
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     env.setdefault("DURABLE_LOG_LEVEL", "WARNING")
+    # as deployed workers run (DURABLE_PRODUCTION): DEBUG's query log taxes every Django cursor
+    env.setdefault("DEBUG", "0")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if db == "sqlite":
         tmp = tempfile.mkdtemp(prefix="durable-bench-")
@@ -221,7 +225,7 @@ def child(args: argparse.Namespace) -> None:
         "quick": quick,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "settings": {"durable": settings.DURABLE, "q_poll": settings.Q_CLUSTER["poll"],
-                     "q_workers": settings.Q_CLUSTER["workers"]},
+                     "q_workers": settings.Q_CLUSTER["workers"], "debug": settings.DEBUG},
     }
     counter = TxCounter.install()
     rounds: dict[str, list[Any]] = {}
