@@ -310,6 +310,29 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 # -- validation ------------------------------------------------------------------------------------------
 
 
+def _bounds(value: Any, schema: JSON, path: str) -> list[str]:
+    """minimum/maximum, string and array lengths: hand-written schemas (a refund's amount, an
+    approval's edited arguments) use them; signatures do not produce them."""
+    errors: list[str] = []
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(f"{path}: {value} is less than the minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(f"{path}: {value} is more than the maximum {schema['maximum']}")
+    elif isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            errors.append(f"{path}: shorter than {schema['minLength']} characters")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append(f"{path}: longer than {schema['maxLength']} characters")
+    elif isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            errors.append(f"{path}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errors.append(f"{path}: more than {schema['maxItems']} items")
+    return errors
+
+
+
 def validate(value: Any, schema: JSON, path: str = "$") -> list[str]:
     """Errors of `value` against a schema of the subset above; an empty list when it is valid."""
     errors: list[str] = []
@@ -328,6 +351,7 @@ def validate(value: Any, schema: JSON, path: str = "$") -> list[str]:
         options = ", ".join(repr(option) for option in schema["enum"])
         errors.append(f"{path}: {_short(value)} is not one of {options}")
         return errors
+    errors += _bounds(value, schema, path)
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             errors += validate(item, schema["items"], f"{path}[{index}]")

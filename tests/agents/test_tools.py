@@ -148,3 +148,18 @@ def test_it_checks_enums_and_numbers():
     assert validate(1.5, {"type": "number"}) == []
     assert validate(1.5, {"type": "integer"}) == ["$: expected integer, got number (1.5)"]
     assert validate(True, {"type": "number"}) == ["$: expected number, got boolean (True)"]
+
+
+def test_it_checks_the_bounds_a_hand_written_schema_sets():
+    from durable.tools import validate
+
+    schema = {"type": "object", "properties": {
+        "amount": {"type": "number", "minimum": 1, "maximum": 500},
+        "note": {"type": "string", "maxLength": 3},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 1},
+    }}
+    assert validate({"amount": 20, "note": "ok", "tags": ["a"]}, schema) == []
+    assert validate({"amount": 0}, schema) == ["$.amount: 0 is less than the minimum 1"]
+    assert validate({"amount": 900}, schema) == ["$.amount: 900 is more than the maximum 500"]
+    assert validate({"note": "long"}, schema) == ["$.note: longer than 3 characters"]
+    assert validate({"tags": ["a", "b"]}, schema) == ["$.tags: more than 1 items"]
