@@ -18,20 +18,14 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "durable_bench_agents"
-MARKER = "BENCH-JSON:"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS, ROOT, bench_env, child_json, emit, fresh_database  # noqa: E402
 TARGET_RATIO = 1.2
 TOOL_RESULT_BYTES = 1000
 
@@ -61,42 +55,17 @@ def main() -> None:
 
 
 def prepare_database(db: str) -> tuple[dict[str, str], Any]:
-    env = os.environ.copy()
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DURABLE_LOG_LEVEL="WARNING")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = bench_env()
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         env.pop(key, None)  # the demo agents stay scripted; nothing here calls a real model
-    if db == "sqlite":
-        tmp = tempfile.mkdtemp(prefix="durable-bench-agents-")
-        env.pop("DATABASE_URL", None)
-        env["DURABLE_SQLITE_PATH"] = os.path.join(tmp, "bench.sqlite3")
-
-        def cleanup() -> None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {PG_BENCH_DB}")
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
-
-        def cleanup() -> None:
-            pass  # kept for inspection; dropped by the next run
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"],
-                   env=env, cwd=ROOT, check=True)
-    return env, cleanup
+    return env, fresh_database(db, "durable_bench_agents", env)
 
 
 def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--db", db,
            "--rounds", str(args.rounds), "--turns", str(args.turns)]
     print(f"== {db}: {args.rounds} rounds of {args.turns} turns", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"bench child for {db} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
-    return json.loads(lines[-1][len(MARKER):])
+    return child_json(cmd, env, db)
 
 
 # -- child: measurements against the database named by the environment ----------------------------------
@@ -147,7 +116,7 @@ def child(args: argparse.Namespace) -> None:
         ),
         "rounds_detail": rounds,
     }
-    print(MARKER + json.dumps(out), flush=True)
+    emit(out)
 
 
 def define_bench_agent(turns: int) -> list[float]:

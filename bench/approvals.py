@@ -27,24 +27,18 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS, ROOT, bench_env, child_json, emit, fresh_database, wait_quiet  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import Worker, runs_finished, wait_quiet, wait_until, warm_up  # noqa: E402
+from bench.engine import Worker, runs_finished, wait_until, warm_up  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "durable_bench_approvals"
-MARKER = "BENCH-JSON:"
 PENDING = 10_000
 TARGETS = {"inbox_ms": 200.0, "throughput_drop": 0.10}
 
@@ -140,40 +134,14 @@ def measure(db: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def prepare_database(db: str, name: str) -> tuple[dict[str, str], Callable[[], None]]:
-    env = os.environ.copy()
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="0", DURABLE_LOG_LEVEL="WARNING")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if db == "sqlite":
-        tmp = tempfile.mkdtemp(prefix=f"durable-bench-approvals-{name}-")
-        env.pop("DATABASE_URL", None)
-        env["DURABLE_SQLITE_PATH"] = os.path.join(tmp, "bench.sqlite3")
-
-        def cleanup() -> None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        import psycopg
-
-        database = f"{PG_BENCH_DB}_{name}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {database}")
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
-
-        def cleanup() -> None:
-            pass  # kept for inspection; dropped by the next run
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"], env=env, cwd=ROOT,
-                   check=True)
-    return env, cleanup
+    env = bench_env(DEBUG="0")
+    return env, fresh_database(db, f"durable_bench_approvals_{name}", env)
 
 
 def run_child(env: dict[str, str], mode: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--rounds", str(args.rounds),
            "--pending", str(args.pending)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    found = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-    if proc.returncode != 0 or not found:
-        raise SystemExit(f"bench child ({mode}) failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
-    return dict(json.loads(found[-1][len(MARKER):]))
+    return child_json(cmd, env, mode)
 
 
 def judge(r: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +196,7 @@ def child(args: argparse.Namespace) -> None:
 
         out = inbox_timings(User.objects.get(username="bench-reviewer"), User.objects.get(username="bench-root"),
                             args.rounds)
-    print(MARKER + json.dumps(out), flush=True)
+    emit(out)
 
 
 def make_users() -> tuple[Any, Any]:

@@ -28,24 +28,19 @@ import json
 import os
 import platform
 import random
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "durable_bench_browser"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import MARKER, ROOT, bench_env, child_json, fresh_database, measure_each_database  # noqa: E402
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-MARKER = "BENCH-JSON:"
 
 TARGET_PAGE_MS = 200.0
 TARGET_LATENCY_P95_MS = {"plain": 1000.0, "wakeup": 150.0}
@@ -98,76 +93,14 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {}
-    for db in dbs:
-        env, cleanup = prepare_database(db)
-        try:
-            quiet = wait_quiet(args.quiet_wait)
-            report[db] = run_child(db, env, args)
-            report[db]["machine"]["before"] = quiet
-            report[db]["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-        finally:
-            cleanup()
-        (RESULTS / f"browser-{db}.json").write_text(json.dumps(report[db], indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-
-
-def cpu_busy(interval: float = 1.0) -> float:
-    """Fraction of all CPUs busy over `interval` seconds (from /proc/stat)."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(interval)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.2) -> dict[str, Any]:
-    """Wait (up to max_wait s) until other processes leave the CPUs mostly idle; say what was found."""
-    started = time.monotonic()
-    busy = cpu_busy() if max_wait > 0 else float("nan")
-    while busy > threshold and time.monotonic() - started < max_wait:
-        busy = cpu_busy(2.0)
-    if busy > threshold:
-        print(f"   warning: the machine is {busy:.0%} busy with other work; figures will be noisy", file=sys.stderr)
-    return {"cpu_busy": round(busy, 2), "waited_s": round(time.monotonic() - started, 1),
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    measure_each_database("browser", args.db, args.quiet_wait, prepare_database,
+                          lambda db, env: run_child(db, env, args))
 
 
 def prepare_database(db: str) -> tuple[dict[str, str], Callable[[], None]]:
-    env = os.environ.copy()
-    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    env["DEBUG"] = "0"  # no query log: measure what production serves
-    env.setdefault("DURABLE_LOG_LEVEL", "WARNING")
+    env = bench_env(DEBUG="0")  # no query log: measure what production serves
     env.pop("REDIS_URL", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if db == "sqlite":
-        tmp = tempfile.mkdtemp(prefix="durable-bench-browser-")
-        env.pop("DATABASE_URL", None)
-        env["DURABLE_SQLITE_PATH"] = os.path.join(tmp, "browser.sqlite3")
-
-        def cleanup() -> None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {PG_BENCH_DB}")
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
-
-        def cleanup() -> None:
-            pass  # kept for inspection; dropped by the next run
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
-    )
-    return env, cleanup
+    return env, fresh_database(db, "durable_bench_browser", env)
 
 
 def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
@@ -181,11 +114,7 @@ def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[st
     if args.no_redis:
         cmd.append("--no-redis")
     print(f"== {db}: seeding and measuring ({args.rounds} rounds)", file=sys.stderr)
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"bench child for {db} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
-    return json.loads(lines[-1][len(MARKER):])
+    return child_json(cmd, env, db)
 
 
 # ==================================================================================================

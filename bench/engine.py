@@ -15,26 +15,20 @@ script waits (--quiet-wait) for other work to calm down and records how busy it 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
 import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "durable_bench"
-MARKER = "BENCH-JSON:"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS, ROOT, bench_env, child_json, emit, fresh_database, measure_each_database  # noqa: E402
 
 # A worker that also knows the bench workflows (django-q2 forks its processes from this one).
 WORKER_SCRIPT = f"""
@@ -80,77 +74,14 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {}
-    for db in dbs:
-        env, cleanup = prepare_database(db)
-        try:
-            quiet = wait_quiet(args.quiet_wait)
-            report[db] = run_child(db, env, args)
-            report[db]["machine"]["before"] = quiet
-            report[db]["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-        finally:
-            cleanup()
-        (RESULTS / f"engine-{db}.json").write_text(json.dumps(report[db], indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-
-
-def cpu_busy(interval: float = 1.0) -> float:
-    """Fraction of all CPUs busy over `interval` seconds (from /proc/stat)."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(interval)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.2) -> dict[str, Any]:
-    """Wait (up to max_wait s) until other processes leave the CPUs mostly idle; say what was found."""
-    started = time.monotonic()
-    busy = cpu_busy()
-    while busy > threshold and time.monotonic() - started < max_wait:
-        busy = cpu_busy(2.0)
-    waited = round(time.monotonic() - started, 1)
-    if busy > threshold:
-        print(f"   warning: the machine is {busy:.0%} busy with other work; figures will be noisy",
-              file=sys.stderr)
-    return {"cpu_busy": round(busy, 2), "waited_s": waited, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    measure_each_database("engine", args.db, args.quiet_wait, prepare_database,
+                          lambda db, env: run_child(db, env, args))
 
 
 def prepare_database(db: str) -> tuple[dict[str, str], Callable[[], None]]:
-    env = os.environ.copy()
-    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    env.setdefault("DURABLE_LOG_LEVEL", "WARNING")
     # as deployed workers run (DURABLE_PRODUCTION): DEBUG's query log taxes every Django cursor
-    env.setdefault("DEBUG", "0")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if db == "sqlite":
-        tmp = tempfile.mkdtemp(prefix="durable-bench-")
-        env.pop("DATABASE_URL", None)
-        env["DURABLE_SQLITE_PATH"] = os.path.join(tmp, "bench.sqlite3")
-
-        def cleanup() -> None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {PG_BENCH_DB}")
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
-
-        def cleanup() -> None:
-            pass  # kept for inspection; dropped by the next run
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
-    )
-    return env, cleanup
+    env = bench_env(DEBUG=os.environ.get("DEBUG", "0"))
+    return env, fresh_database(db, "durable_bench", env)
 
 
 def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
@@ -160,11 +91,7 @@ def run_child(db: str, env: dict[str, str], args: argparse.Namespace) -> dict[st
     if args.only:
         cmd += ["--only", args.only]
     print(f"== {db}: measuring ({args.rounds} rounds{', quick' if args.quick else ''})", file=sys.stderr)
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"bench child for {db} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
-    return judge(json.loads(lines[-1][len(MARKER):]))
+    return judge(child_json(cmd, env, db))
 
 
 def judge(r: dict[str, Any]) -> dict[str, Any]:
@@ -319,7 +246,7 @@ def child(args: argparse.Namespace) -> None:
         out.update(measure_workers(args.rounds, quick, sections))
     if "takeover" in sections:
         out["takeover"] = measure_takeover(2 if quick else 7)
-    print(MARKER + json.dumps(out), flush=True)
+    emit(out)
 
 
 def log(message: str) -> None:
