@@ -47,8 +47,15 @@ test-postgres: install
 	@echo "== tests on PostgreSQL =="
 	DATABASE_URL=$(PG_URL) $(BIN)/pytest -q -p no:cacheprovider
 
+# Benchmarks and the long chaos campaign print JSON (and write bench/results/*.json); not part of `make test`.
 bench: install
 	$(BIN)/python bench/engine.py --db both
+	$(BIN)/python bench/agents.py --db both
+	$(BIN)/python bench/browser.py --db both
+	$(BIN)/python bench/approvals.py --db both
+
+chaos: install
+	$(BIN)/python bench/chaos.py --db both --rounds $(or $(ROUNDS),20)
 
 lint: install
 	$(BIN)/ruff check . || true

@@ -87,7 +87,9 @@ def cpu_busy(interval: float = 1.0) -> float:
 def wait_quiet(max_wait: float, threshold: float = 0.2) -> dict[str, Any]:
     """Wait (up to max_wait s) until other processes leave the CPUs mostly idle; say what was found."""
     started = time.monotonic()
-    busy = cpu_busy() if max_wait > 0 else float("nan")
+    if max_wait <= 0:
+        return {"cpu_busy": None, "waited_s": 0.0, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    busy = cpu_busy()
     while busy > threshold and time.monotonic() - started < max_wait:
         busy = cpu_busy(2.0)
     if busy > threshold:

@@ -15,9 +15,8 @@ def analyse_chunk(index: int, step_ms: int, effects_file: str | None) -> dict[st
     """One chunk of work: takes `step_ms` ms, then appends the step's idempotency key to the effects
     file, an external side effect anyone can count."""
     deadline = time.monotonic() + step_ms / 1000
-    digest = hashlib.sha256(str(index).encode())
+    digest = hashlib.sha256(str(index).encode())  # the result depends on the chunk alone
     while time.monotonic() < deadline:
-        digest.update(digest.digest())
         time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
     if effects_file:
         step = current_step()
