@@ -6,7 +6,6 @@ user exactly as in the browser: group, four-eyes, quorum.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 

@@ -25,7 +25,7 @@ from durable.dispatch import dispatch
 from durable.errors import DurableError, FencedOut, NonDeterminism, StepFailed, Suspend
 from durable.executor import Lease, conf
 from durable.models import Signal, Status, StepStatus
-from durable.payloads import describe_args, encode_input, encode_output, safe_text
+from durable.payloads import describe_args, encode_output, safe_text
 from durable.registry import Workflow
 
 T = TypeVar("T")
