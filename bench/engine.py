@@ -25,7 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS, ROOT, bench_env, child_json, emit, fresh_database, measure_each_database  # noqa: E402
@@ -266,7 +267,7 @@ class TxCounter:
         self._dirty = False
 
     @classmethod
-    def install(cls) -> "TxCounter":
+    def install(cls) -> TxCounter:
         from django.db import connections
 
         wrapper = connections["default"]  # the thread's wrapper object: survives reconnects

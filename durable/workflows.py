@@ -47,4 +47,4 @@ def analysis(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
     return ctx.step(aggregate, results, name="aggregate")
 
 
-from durable import demo_agents  # noqa: F401  (registers the demo agents at start-up)
+from durable import demo_agents  # noqa: E402, F401  (registers the demo agents; imports this module)

@@ -17,7 +17,7 @@ def hash_token(raw: str) -> str:
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
-    def create_token(self, user: models.Model, name: str) -> tuple["ApiToken", str]:
+    def create_token(self, user: models.Model, name: str) -> tuple[ApiToken, str]:
         """Create a token; returns the row and the raw token, which is never stored."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = self.create(user=user, name=name, key_hash=hash_token(raw), prefix=raw[:12])
@@ -27,7 +27,7 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         """Revoke the tokens of this queryset that are not revoked yet; returns how many."""
         return self.filter(revoked_at=None).update(revoked_at=Now())
 
-    def authenticate(self, raw: str) -> "ApiToken | None":
+    def authenticate(self, raw: str) -> ApiToken | None:
         if not raw.startswith(TOKEN_PREFIX):
             return None
         return self.select_related("user").filter(key_hash=hash_token(raw), revoked_at=None).first()

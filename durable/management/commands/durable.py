@@ -166,7 +166,7 @@ class Command(BaseCommand):
 
         create_demo_users()
         started = create_demo_runs()
-        self.stdout.write("Demo logins (password for each: %s):" % DEMO_PASSWORD)
+        self.stdout.write(f"Demo logins (password for each: {DEMO_PASSWORD}):")
         for username, (groups, is_staff, _) in DEMO_USERS.items():
             role = ", ".join(groups) + (" + Django admin" if is_staff else "")
             self.stdout.write(f"  {username:<10} {role}")
