@@ -174,7 +174,8 @@ class WorkerPool:
     ) -> Worker:
         """Start `manage.py durable worker`; with test_workflows, the same command through a wrapper that
         first imports tests/chaos/chaos_workflows.py (and the fault hooks its CHAOS_* variables ask for)."""
-        name = "ABCDEFGHIJ"[len(self.workers)]
+        count = len(self.workers)
+        name = chr(ord("A") + count) if count < 26 else f"W{count}"
         log_path = self.log_dir / f"worker-{name}.log"
         if test_workflows:
             cmd = [sys.executable, "-m", "tests.chaos.run_worker", "durable", "worker"]
