@@ -6,7 +6,7 @@ touch, and sends fragments rendered from the page's own partials: new cards for 
 that left it (with who decided and how), the detail's decision panel, policy and audit trail, and the
 pending count of the navigation bar. Wake-ups only make it fast: a poke on the channel-layer group
 "approvals" (approvals.live, with Redis), any NOTIFY of the engine on PostgreSQL (runs.listen: a
-request or a decision always commits with a run event), or else a poll every POLL_SECONDS.
+request or a decision always commits with a run event), or else a poll (runs.consumers.POLL_SECONDS).
 
 Tailing a global id on PostgreSQL can skip a row whose transaction committed after a later id's
 (STACK-NOTES T14), so ids missing from a batch are re-read for GAP_SECONDS, and every RESYNC_SECONDS
@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import connection
 from django.db.models import Q
 from django.http import QueryDict
@@ -36,13 +35,10 @@ from approvals import decisions, inbox, presenters
 from approvals.forms import InboxFilterForm
 from approvals.live import INBOX_GROUP
 from approvals.models import Approval, ApprovalStatus, AuditRecord
-from durable import live
-from runs import listen
+from runs.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_SERVER_ERROR, LiveConsumer
 
 log = logging.getLogger("approvals.consumers")
 
-POLL_SECONDS = 0.5  # SQLite without Redis: nothing else wakes us
-SAFETY_POLL_SECONDS = 2.0  # with NOTIFY or Redis pokes, in case one was lost
 SETTLE_SECONDS = {"inbox": 0.1, "detail": 0.1, "count": 1.0}  # a burst of wake-ups costs one read
 RESYNC_SECONDS = 15.0
 GAP_SECONDS = 10.0
@@ -52,41 +48,17 @@ NEW_OVERLAP = dt.timedelta(seconds=5)  # created_at is the transaction's clock, 
 STATE_ACTIONS = {"requested", "approved", "rejected", "cancelled", "escalated", "voted"}
 VIEWS = {"inbox", "detail", "count"}
 
-CLOSE_BAD_REQUEST = 4400
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_SERVER_ERROR = 1011  # htmx's ws extension reconnects after this one
 
 
-class InboxConsumer(AsyncWebsocketConsumer):
-    async def connect(self) -> None:
-        await self.accept()
-        self.wake = asyncio.Event()
-        self.loop_task: asyncio.Task[None] | None = None
-        self.joined = False
-        self.user = self.scope.get("user")
-        if not await database_sync_to_async(inbox.can_review)(self.user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        problem = await database_sync_to_async(self.prepare)()
-        if problem:
-            await self.close(code=problem)
-            return
-        if self.channel_layer is not None:
-            await self.channel_layer.group_add(INBOX_GROUP, self.channel_name)
-        listen.hub().subscribe(None, self.wake)
-        self.joined = True
-        self.loop_task = asyncio.create_task(self.tail())
+class InboxConsumer(LiveConsumer):
+    """The run browser's live plumbing (accept, then 4403; wake-ups; disconnect) with the inbox's own
+    permission and tail."""
 
-    async def disconnect(self, code: int) -> None:
-        if self.loop_task is not None:
-            self.loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.loop_task
-        if getattr(self, "joined", False):
-            listen.hub().unsubscribe(None, self.wake)
-            if self.channel_layer is not None:
-                await self.channel_layer.group_discard(INBOX_GROUP, self.channel_name)
+    group = INBOX_GROUP
+    run_id = None  # every run's NOTIFY wakes the inbox
+
+    async def authorise(self, user: Any) -> bool:
+        return bool(await database_sync_to_async(inbox.can_review)(user))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Decisions are CSRF-protected POSTs, never socket messages (STACK-NOTES Q7).
@@ -95,10 +67,6 @@ class InboxConsumer(AsyncWebsocketConsumer):
     async def inbox_poke(self, message: dict[str, Any]) -> None:
         """approvals.live: only a wake-up; the data comes from the database."""
         self.wake.set()
-
-    def poll_seconds(self) -> float:
-        fast = listen.hub().listening or live.redis_enabled()
-        return SAFETY_POLL_SECONDS if fast else POLL_SECONDS
 
     async def tail(self) -> None:
         try:

@@ -61,14 +61,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.wake = asyncio.Event()
         self.loop_task: asyncio.Task[None] | None = None
         self.joined = False
-        user = self.scope.get("user")
-        if not await database_sync_to_async(access.can_view_runs)(user):
+        self.user = self.scope.get("user")
+        if not await self.authorise(self.user):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.viewer = presenters.Viewer(
-            can_control=await database_sync_to_async(access.can_control_runs)(user),
-            can_see_tracebacks=await database_sync_to_async(access.can_see_tracebacks)(user),
-        )
         problem = await database_sync_to_async(self.prepare)()
         if problem:
             await self.close(code=problem)
@@ -78,6 +74,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         listen.hub().subscribe(self.run_id, self.wake)
         self.joined = True
         self.loop_task = asyncio.create_task(self.tail())
+
+    async def authorise(self, user: Any) -> bool:
+        """Whether `user` may watch; subclasses for other pages check their own permission."""
+        if not await database_sync_to_async(access.can_view_runs)(user):
+            return False
+        self.viewer = presenters.Viewer(
+            can_control=await database_sync_to_async(access.can_control_runs)(user),
+            can_see_tracebacks=await database_sync_to_async(access.can_see_tracebacks)(user),
+        )
+        return True
 
     async def disconnect(self, code: int) -> None:
         if self.loop_task is not None:

@@ -151,7 +151,7 @@ async def test_it_is_woken_by_a_redis_poke(people: Any, settings: Any) -> None:
 
     if listen.is_postgres():
         pytest.skip("on PostgreSQL the engine's NOTIFY is as fast; this checks the Redis path alone")
-    from approvals import consumers
+    from runs import consumers
 
     slow = consumers.SAFETY_POLL_SECONDS
     communicator = await connect(people["ana"], f"view=count&audit={await database_sync_to_async(cursor_now)()}")
