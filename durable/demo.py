@@ -40,6 +40,13 @@ def create_demo_runs() -> list[int]:
         control.start("demo.analysis", {"chunks": 40, "step_ms": 500}, idempotency_key="demo-long"),
         control.start("demo.analysis", {"chunks": 8, "step_ms": 100}, idempotency_key="demo-short-1"),
         control.start("demo.analysis", {"chunks": 12, "step_ms": 50}, idempotency_key="demo-short-2"),
+        # approvals for the inbox: approve one, edit the amount of another, reject the third
+        control.start("demo.refund", {"order": "A-1042", "amount": 120, "reason": "arrived damaged"},
+                      idempotency_key="demo-refund-1"),
+        control.start("demo.refund", {"order": "A-1042", "amount": 480, "reason": "customer asks for all of it"},
+                      idempotency_key="demo-refund-2"),
+        control.start("demo.refund", {"order": "A-1042", "amount": 35, "reason": "late delivery", "expires_after": 3600},
+                      idempotency_key="demo-refund-3"),
     ]
     from durable.demo_agents import start_demo_runs
 

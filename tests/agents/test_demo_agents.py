@@ -82,6 +82,8 @@ def test_it_starts_one_run_of_each_demo_agent_with_the_demo_data():
 
     started = Run.objects.filter(idempotency_key__startswith="demo-agent-")
     assert sorted(started.values_list("workflow", flat=True)) == ["demo.analyst", "demo.support", "demo.triage"]
+    refunds = Run.objects.filter(idempotency_key__startswith="demo-refund-")
+    assert list(refunds.values_list("workflow", flat=True)) == ["demo.refund"] * 3, "something for the inbox"
 
 
 def test_it_lists_the_agents():
