@@ -19,10 +19,9 @@ from durable.providers import (
     ProviderError,
     api_key,
     base_url,
-    scrub,
     short,
 )
-from durable.providers.openai import status_error
+from durable.providers.openai import sdk_call
 
 DEFAULT_MAX_TOKENS = 1024
 _clients: dict[tuple[int, str | None, str], anthropic_sdk.Anthropic] = {}
@@ -48,19 +47,8 @@ def complete(request: ModelRequest) -> ModelResponse:
         ]
     if extra:
         kwargs["extra_body"] = extra
-    try:
-        message = client.messages.create(**kwargs)
-        data = message.model_dump() if hasattr(message, "model_dump") else message
-    except anthropic_sdk.APITimeoutError:
-        raise ProviderError(f"anthropic: the request timed out after {request.timeout:g} s") from None
-    except anthropic_sdk.APIConnectionError as exc:
-        raise ProviderError(scrub(f"anthropic: cannot reach the server: {short(str(exc))}", key)) from None
-    except anthropic_sdk.APIStatusError as exc:
-        raise status_error("anthropic", exc.status_code, str(exc.message), exc.response.headers, key) from None
-    except (ValueError, anthropic_sdk.APIResponseValidationError) as exc:
-        raise ProviderError(scrub(f"anthropic: malformed response: {short(str(exc))}", key)) from None
-    except anthropic_sdk.AnthropicError as exc:
-        raise ProviderError(scrub(f"anthropic: {type(exc).__name__}: {short(str(exc))}", key)) from None
+    data = sdk_call("anthropic", anthropic_sdk, anthropic_sdk.AnthropicError,
+                    lambda: client.messages.create(**kwargs), request.timeout, key)
     return parse_message(data)
 
 

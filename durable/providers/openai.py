@@ -46,20 +46,27 @@ def complete(request: ModelRequest) -> ModelResponse:
         ]
     if request.settings:
         kwargs["extra_body"] = dict(request.settings)
-    try:
-        completion = client.chat.completions.create(**kwargs)
-        data = completion.model_dump() if hasattr(completion, "model_dump") else completion
-    except openai_sdk.APITimeoutError:
-        raise ProviderError(f"openai: the request timed out after {request.timeout:g} s") from None
-    except openai_sdk.APIConnectionError as exc:
-        raise ProviderError(scrub(f"openai: cannot reach the server: {short(str(exc))}", key)) from None
-    except openai_sdk.APIStatusError as exc:
-        raise status_error("openai", exc.status_code, str(exc.message), exc.response.headers, key) from None
-    except (ValueError, openai_sdk.APIResponseValidationError) as exc:
-        raise ProviderError(scrub(f"openai: malformed response: {short(str(exc))}", key)) from None
-    except openai_sdk.OpenAIError as exc:
-        raise ProviderError(scrub(f"openai: {type(exc).__name__}: {short(str(exc))}", key)) from None
+    data = sdk_call("openai", openai_sdk, openai_sdk.OpenAIError,
+                    lambda: client.chat.completions.create(**kwargs), request.timeout, key)
     return parse_completion(data)
+
+
+def sdk_call(provider: str, sdk: Any, base_error: type[Exception], call: Any, timeout: float, key: str) -> Any:
+    """One request through an official client, as plain data; every client error becomes a
+    ProviderError that says what happened (the openai and anthropic clients share these error names)."""
+    try:
+        result = call()
+        return result.model_dump() if hasattr(result, "model_dump") else result
+    except sdk.APITimeoutError:
+        raise ProviderError(f"{provider}: the request timed out after {timeout:g} s") from None
+    except sdk.APIConnectionError as exc:
+        raise ProviderError(scrub(f"{provider}: cannot reach the server: {short(str(exc))}", key)) from None
+    except sdk.APIStatusError as exc:
+        raise status_error(provider, exc.status_code, str(exc.message), exc.response.headers, key) from None
+    except (ValueError, sdk.APIResponseValidationError) as exc:
+        raise ProviderError(scrub(f"{provider}: malformed response: {short(str(exc))}", key)) from None
+    except base_error as exc:
+        raise ProviderError(scrub(f"{provider}: {type(exc).__name__}: {short(str(exc))}", key)) from None
 
 
 def status_error(provider: str, status: int, message: str, headers: Any, key: str) -> ProviderError:
