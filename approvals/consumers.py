@@ -18,9 +18,7 @@ Permission is checked on connect: accept, then close with 4403 (T15). Clients se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import logging
 import time
 from typing import Any
 
@@ -35,9 +33,8 @@ from approvals import decisions, inbox, presenters
 from approvals.forms import InboxFilterForm
 from approvals.live import INBOX_GROUP
 from approvals.models import Approval, ApprovalStatus, AuditRecord
-from runs.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_SERVER_ERROR, LiveConsumer
+from runs.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, LiveConsumer
 
-log = logging.getLogger("approvals.consumers")
 
 SETTLE_SECONDS = {"inbox": 0.1, "detail": 0.1, "count": 1.0}  # a burst of wake-ups costs one read
 RESYNC_SECONDS = 15.0
@@ -68,23 +65,11 @@ class InboxConsumer(LiveConsumer):
         """approvals.live: only a wake-up; the data comes from the database."""
         self.wake.set()
 
-    async def tail(self) -> None:
-        try:
-            while True:
-                self.wake.clear()  # before reading, so a wake-up during the read is kept
-                html, more = await database_sync_to_async(self.next_batch)()
-                if html:
-                    await self.send(text_data=html)
-                if more:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds())
-                await asyncio.sleep(SETTLE_SECONDS[self.view])
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("live approvals failed for %s", self.scope.get("path"))
-            await self.close(code=CLOSE_SERVER_ERROR)
+    def may_watch(self, user: Any) -> bool:
+        return bool(inbox.can_review(user))
+
+    async def settle(self) -> None:
+        await asyncio.sleep(SETTLE_SECONDS[self.view])  # a burst of wake-ups costs one read
 
     # -- setup -------------------------------------------------------------------------------------------
     def prepare(self) -> int | None:

@@ -145,7 +145,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if session is not None and session.session_key and not session.exists(session.session_key):
             return False  # logged out (or the session expired)
         fresh = type(user)._default_manager.filter(pk=user.pk).first()
-        return access.can_view_runs(fresh)
+        return self.may_watch(fresh)
+
+    def may_watch(self, user: Any) -> bool:
+        """The permission re-checked while the socket lives (the inbox checks its own)."""
+        return access.can_view_runs(user)
 
     def prepare(self) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError
