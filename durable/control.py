@@ -14,7 +14,7 @@ from django.db.models.functions import Now
 
 from durable import journal, registry
 from durable.dispatch import dispatch
-from durable.errors import IdempotencyConflict, InvalidInput, InvalidTransition, RunNotFound
+from durable.errors import DurableError, IdempotencyConflict, InvalidInput, InvalidTransition, RunNotFound
 from durable.executor import wake
 from durable.models import TERMINAL, Run, Signal, Status, StepStatus
 from durable.payloads import encode_input
@@ -115,10 +115,11 @@ def _existing(workflow: str, input: Any, key: str | None) -> Run | None:
     return run
 
 
-def _refuse(run_id: int, action: str, allowed: str) -> InvalidTransition:
+def _refuse(run_id: int, action: str, allowed: str) -> DurableError:
+    """Why a compare-and-set changed nothing: the run is gone, or its status does not allow it."""
     status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
     if status is None:
-        return RunNotFound(run_id)  # type: ignore[return-value]
+        return RunNotFound(run_id)
     return InvalidTransition(f"cannot {action} run {run_id}: it is {status} ({action} applies to {allowed} runs)")
 
 
